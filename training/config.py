@@ -18,7 +18,10 @@ class ModelConfig:
     patch_hw: int = 2  # patch size along height and width (latent pixels)
     mlp_ratio: float = 4.0
     rope_theta: float = 10000.0
-    activation_checkpointing: bool = False
+    # single: one timestep-modulation MLP shared by all blocks plus a learned offset per block
+    # (PixArt-alpha; matches the paper's parameter counts); per_block: image DiT's adaLN-Zero.
+    adaln: str = "single"
+    activation_checkpointing: bool = False  # recompute each block in backward to save memory
 
 
 @dataclass
@@ -84,6 +87,7 @@ class CheckpointConfig:
     every_steps: int = 1000
     keep_last: int = 3
     resume: bool = True  # resume automatically from RUN/checkpoints/latest
+    init_from: str = ""  # new run starting from a checkpoint's weights.pt (model + EMA), fresh optimizer
 
 
 @dataclass
