@@ -1,0 +1,138 @@
+"""Training samples: a datagen dataset (or an encoded one) streamed from s3:// or a local directory.
+
+`build_dataloader` returns a `StreamingDataLoader` over a `StreamingDataset` that is sharded over
+the data-parallel ranks only: the ranks of one sequence-parallel group are consecutive and get the
+same samples (streaming's `replication`). The loader's `state_dict()` goes into every checkpoint,
+so a resumed run sees exactly the samples an uninterrupted one would have.
+
+A batch is `{"video": (B, 3, T, H, W) float in [-1, 1]}` for `kind: videos`, or
+`{"latents": (B, C, T, h, w)}` for `kind: latents` (datasets whose `latents` column holds
+`(C, T, h, w)` arrays already encoded by the frozen autoencoder).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from streaming import StreamingDataLoader, StreamingDataset
+from streaming.base.util import clean_stale_shared_memory
+
+import phyworld  # noqa: F401  (makes `import streaming` safe)
+from training.config import DataConfig
+
+
+class DataError(ValueError):
+    """A dataset that cannot be trained on; the message says why and what to do."""
+
+
+def decode_frames(value: Any) -> np.ndarray:
+    """The `frames` column as a (T, H, W, 3) uint8 array, whichever way the MDS column decoded."""
+    if isinstance(value, np.ndarray):
+        return value
+    from datagen.schema import decode_frames as datagen_decode
+
+    return datagen_decode(value)
+
+
+def video_tensor(frames: np.ndarray, num_frames: int, resolution: int) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (3, num_frames, resolution, resolution) float in [-1, 1]."""
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise DataError(f"expected frames of shape (T, H, W, 3), got {frames.shape}")
+    if frames.shape[0] < num_frames:
+        raise DataError(
+            f"samples have {frames.shape[0]} frames but data.frames={num_frames}; lower data.frames"
+        )
+    video = torch.from_numpy(np.array(frames[:num_frames])).permute(3, 0, 1, 2)  # a writable copy
+    video = video.float() / 127.5 - 1.0  # (3, T, H, W)
+    if video.shape[-2:] != (resolution, resolution):
+        # Area averaging: downsampling a rendered ball keeps its soft edge and its centroid.
+        video = F.interpolate(video, size=(resolution, resolution), mode="area")
+    return video
+
+
+class PhysicsVideos(StreamingDataset):
+    """A StreamingDataset whose samples are training tensors (videos or latents)."""
+
+    def __init__(self, cfg: DataConfig, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.data_cfg = cfg
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        sample = super().__getitem__(index)
+        if self.data_cfg.kind == "latents":
+            latents = torch.from_numpy(np.asarray(sample["latents"], dtype=np.float32))
+            return {"latents": latents[:, : self.data_cfg.frames]}
+        frames = decode_frames(sample["frames"])
+        return {"video": video_tensor(frames, self.data_cfg.frames, self.data_cfg.resolution)}
+
+
+def _ignore_job_signals(_worker_id: int) -> None:
+    """Loader workers leave preemption signals to the trainer (training.preemption)."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def cache_dir(cfg: DataConfig, run_dir: str) -> str | None:
+    """Local cache for a remote dataset: the same on every rank of a node, distinct per run."""
+    if not cfg.path.startswith(("s3://", "gs://", "oci://", "azure://", "hf://")):
+        return None
+    if cfg.cache_dir:
+        return cfg.cache_dir
+    key = hashlib.sha1(f"{cfg.path}|{Path(run_dir).resolve()}".encode()).hexdigest()[:12]
+    return str(Path(tempfile.gettempdir()) / "phyworld-streaming" / key)
+
+
+def check_manifest(path: str) -> None:
+    """Verify the dataset against its manifest on rank 0; every rank raises the same clear error."""
+    error: list[str | None] = [None]
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        try:
+            from datagen.shards import verify_manifest
+
+            verify_manifest(path)
+        except Exception as err:  # any failure is reported on every rank, not only rank 0
+            error[0] = f"{type(err).__name__}: {err}"
+    if dist.is_initialized():
+        dist.broadcast_object_list(error, src=0)
+    if error[0] is not None:
+        raise DataError(
+            f"dataset {path} does not match its manifest ({error[0]}). Regenerate or finish it "
+            "with `python -m datagen`, or set data.verify_manifest=false to train on it anyway."
+        )
+
+
+def build_dataloader(
+    cfg: DataConfig, micro_batch_size: int, sequence_parallel_size: int, run_dir: str
+) -> StreamingDataLoader:
+    """The shuffled, resumable loader for this rank (call on every rank, after dist init)."""
+    if cfg.kind not in ("videos", "latents"):
+        raise DataError(f"data.kind={cfg.kind!r}: use videos or latents")
+    clean_stale_shared_memory()  # /dev/shm left by a killed run would block this one
+    if cfg.verify_manifest:
+        check_manifest(cfg.path)
+    remote = cfg.path if cache_dir(cfg, run_dir) else None
+    dataset = PhysicsVideos(
+        cfg,
+        remote=remote,
+        local=cache_dir(cfg, run_dir) or cfg.path,
+        shuffle=cfg.shuffle,
+        shuffle_seed=cfg.shuffle_seed,
+        batch_size=micro_batch_size,
+        replication=sequence_parallel_size if sequence_parallel_size > 1 else None,
+    )
+    return StreamingDataLoader(
+        dataset,
+        batch_size=micro_batch_size,
+        num_workers=cfg.num_workers,
+        worker_init_fn=_ignore_job_signals if cfg.num_workers > 0 else None,
+        drop_last=True,
+        persistent_workers=False,
+    )

@@ -1,0 +1,90 @@
+"""Joining the job's process group, whoever launched us: torchrun, srun, or a plain `python`.
+
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT. srun sets SLURM_PROCID,
+SLURM_NTASKS, SLURM_LOCALID and the node list; we translate those into the torchrun variables
+(streaming and DeepSpeed read them too). A plain `python -m training` is a world of one.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _first_slurm_host() -> str:
+    nodes = os.environ.get("SLURM_STEP_NODELIST") or os.environ.get("SLURM_JOB_NODELIST", "")
+    try:
+        out = subprocess.run(
+            ["scontrol", "show", "hostnames", nodes], capture_output=True, text=True, check=True
+        )
+        return out.stdout.split()[0]
+    except (OSError, subprocess.CalledProcessError, IndexError):
+        return "127.0.0.1"
+
+
+def launcher_env() -> None:
+    """Fill the torchrun variables from Slurm's, or for a single process, when they are missing."""
+    env = os.environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        env.setdefault("LOCAL_RANK", "0")
+        env.setdefault("LOCAL_WORLD_SIZE", env["WORLD_SIZE"])
+        return
+    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
+        env["RANK"] = env["SLURM_PROCID"]
+        env["WORLD_SIZE"] = env["SLURM_NTASKS"]
+        env["LOCAL_RANK"] = env.get("SLURM_LOCALID", "0")
+        # "4(x2)" or "4,4": tasks on this node come first.
+        per_node = env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE", "1")
+        env["LOCAL_WORLD_SIZE"] = per_node.split("(")[0].split(",")[0]
+        env.setdefault("MASTER_ADDR", _first_slurm_host())
+        # A port derived from the job id, so every task computes the same one without talking.
+        env.setdefault("MASTER_PORT", str(20000 + int(env.get("SLURM_JOB_ID", "0")) % 20000))
+        return
+    env.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
+    env.setdefault("MASTER_ADDR", "127.0.0.1")
+    env.setdefault("MASTER_PORT", str(_free_port()))
+
+
+def init_distributed(timeout_s: int) -> DistEnv:
+    """Join the process group (NCCL on GPU, gloo on CPU) with a timeout on every collective."""
+    launcher_env()
+    on_gpu = torch.cuda.is_available()
+    if not on_gpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import deepspeed
+    import deepspeed.ops
+
+    if not on_gpu:
+        # Otherwise DeepSpeed compiles a shared-memory comm op (~80 s) at init; gloo is enough here.
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if on_gpu:
+        torch.cuda.set_device(local_rank)
+    deepspeed.init_distributed(
+        dist_backend="nccl" if on_gpu else "gloo", timeout=timedelta(seconds=timeout_s)
+    )
+    return DistEnv(
+        rank=int(os.environ["RANK"]),
+        world_size=int(os.environ["WORLD_SIZE"]),
+        local_rank=local_rank,
+        device=torch.device("cuda", local_rank) if on_gpu else torch.device("cpu"),
+    )

@@ -1,0 +1,123 @@
+"""What a run reports: step logs on stdout and TensorBoard scalars and videos (rank 0 writes).
+
+Throughput is measured between two log lines; MFU is the model FLOPs of those steps over the
+devices' peak. FLOPs per training sample follow the usual transformer count: 6 x parameters x
+tokens for the linear layers (forward + backward) plus 12 x depth x tokens^2 x hidden for
+attention scores and values.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+# Dense bf16 peak TFLOP/s per device, by substring of the device name (first match wins).
+PEAK_TFLOPS = {
+    "H200": 989.0,
+    "H100": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "A10": 125.0,
+    "V100": 125.0,
+}
+
+
+def peak_tflops(configured: float) -> float:
+    """The per-device peak for MFU: the config's value, else guessed from the GPU name (0: unknown)."""
+    if configured > 0:
+        return configured
+    if not torch.cuda.is_available():
+        return 0.0
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_TFLOPS.items() if k in name), 0.0)
+
+
+def train_flops_per_sample(params: int, tokens: int, depth: int, hidden: int) -> float:
+    """Model FLOPs of one training sample (forward and backward)."""
+    return 6.0 * params * tokens + 12.0 * depth * tokens**2 * hidden
+
+
+def peak_memory_gib() -> float:
+    """Peak GPU memory allocated on this device, or the process's peak RSS on CPU."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is in KiB
+
+
+class Metrics:
+    """Collects per-step numbers and logs them every `every` steps (only rank 0 writes)."""
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        rank: int,
+        world_size: int,
+        flops_per_sample: float,
+        tokens_per_sample: int,
+        peak_tflops_per_device: float,
+    ) -> None:
+        self.rank = rank
+        self.world_size = world_size
+        self.flops_per_sample = flops_per_sample
+        self.tokens_per_sample = tokens_per_sample
+        self.peak_flops = peak_tflops_per_device * 1e12 * world_size
+        self.writer = None
+        if rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(Path(run_dir) / "tb"))
+        self._t0 = time.perf_counter()
+        self._samples = 0
+
+    def log_text(self, tag: str, text: str, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_text(tag, text, step)
+
+    def step(
+        self, step: int, loss: float, lr: float, grad_norm: float, samples: int, log: bool
+    ) -> None:
+        """Account for one optimizer step of `samples` samples (all ranks); log when `log`."""
+        self._samples += samples
+        if not log:
+            return
+        elapsed = max(time.perf_counter() - self._t0, 1e-9)
+        samples_s = self._samples / elapsed
+        scalars = {
+            "train/loss": loss,
+            "train/lr": lr,
+            "train/grad_norm": grad_norm,
+            "perf/samples_per_s": samples_s,
+            "perf/tokens_per_s": samples_s * self.tokens_per_sample,
+            "perf/peak_memory_gib": peak_memory_gib(),
+        }
+        if self.peak_flops > 0:
+            scalars["perf/mfu"] = samples_s * self.flops_per_sample / self.peak_flops
+        if self.writer is not None:
+            for tag, value in scalars.items():
+                self.writer.add_scalar(tag, value, step)
+            mfu = f" mfu {scalars['perf/mfu']:.1%}" if "perf/mfu" in scalars else ""
+            print(
+                f"step {step:>7d} | loss {loss:.5f} | lr {lr:.2e} | grad norm {grad_norm:.3f} | "
+                f"{samples_s:.1f} samples/s | {scalars['perf/tokens_per_s']:.0f} tokens/s{mfu} | "
+                f"peak mem {scalars['perf/peak_memory_gib']:.2f} GiB",
+                flush=True,
+            )
+        self._t0, self._samples = time.perf_counter(), 0
+
+    def video(self, step: int, truth: torch.Tensor, generated: torch.Tensor, fps: int = 10) -> None:
+        """Ground truth | generated, side by side: both (B, 3, T, H, W) in [-1, 1]."""
+        if self.writer is None:
+            return
+        pair = torch.cat([truth, generated], dim=-1)  # (B, 3, T, H, 2W)
+        pair = ((pair.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        self.writer.add_video(
+            "samples/truth_vs_generated", pair.permute(0, 2, 1, 3, 4).cpu(), step, fps=fps
+        )
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,239 @@
+"""Train a video DiT with DeepSpeed: `python -m training CONFIG.yaml [key=value ...]`.
+
+Launched by torchrun or srun (or plain python for one process). Reads top to bottom: join the
+process group, make the run folder, build autoencoder, model, engine, EMA and data, resume from
+the newest checkpoint if there is one, then loop: encode, flow-matching loss, backward, step,
+EMA, logs, checkpoints, and a stop (checkpoint, requeue, exit) when Slurm says time is up.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from phyworld.config import load_config, to_yaml
+from training import checkpoint, diffusion
+from training.checkpoint import RunShape, write_atomic
+from training.config import TrainConfig
+from training.data import build_dataloader
+from training.distributed import init_distributed
+from training.ema import EMA
+from training.engine import global_batch_size, initialize, use_bf16
+from training.metrics import Metrics, peak_tflops, train_flops_per_sample
+from training.model import DIT_CONFIGS, build_dit, count_params, describe
+from training.parallel.groups import destroy_parallel, init_parallel
+from training.parallel.sequence import apply_sequence_parallel
+from training.preemption import PreemptionHandler, StepWatchdog, requeue
+from training.vae import build_autoencoder
+
+
+def log0(message: str) -> None:
+    """Print on rank 0 only."""
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        print(message, flush=True)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def batches(loader: Any) -> Iterator[dict[str, torch.Tensor]]:
+    """Micro-batches forever: each pass over the loader is one epoch (its state says which)."""
+    while True:
+        yield from loader
+
+
+@torch.no_grad()
+def to_latents(
+    batch: dict[str, torch.Tensor], autoencoder: Any, device: torch.device
+) -> torch.Tensor:
+    """A micro-batch as clean latents x0 (B, C, T, h, w)."""
+    if "latents" in batch:
+        return batch["latents"].to(device)
+    return autoencoder.encode(batch["video"].to(device))
+
+
+def mean_over_ranks(value: float, device: torch.device) -> float:
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.item() / dist.get_world_size()
+
+
+def main(argv: list[str]) -> None:
+    cfg = load_config(TrainConfig, argv)
+
+    # Join the process group and build the data-parallel x sequence-parallel groups.
+    env = init_distributed(cfg.parallel.collective_timeout_s)
+    groups = init_parallel(cfg.parallel.sequence_parallel_size, cfg.parallel.collective_timeout_s)
+    groups.check_zero_stage(cfg.parallel.zero_stage)
+    watchdog = StepWatchdog(cfg.parallel.collective_timeout_s, env.rank)
+    preemption = PreemptionHandler()
+    shape = RunShape(
+        world_size=env.world_size,
+        dp_size=groups.dp_size,
+        sp_size=groups.sp_size,
+        global_batch_size=global_batch_size(cfg, groups.dp_size),
+    )
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT", 0))
+    log0(f"{groups} | global batch {shape.global_batch_size} | SLURM_RESTART_COUNT={restarts}")
+
+    # The run folder: resolved config next to checkpoints and TensorBoard events.
+    run_dir = Path(cfg.output_dir)
+    if env.rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(run_dir / "config.yaml", to_yaml(cfg).encode())
+    dist.barrier()
+
+    # Seeds: SP ranks of one replica share the data-parallel rank, so they draw the same noise.
+    seed_everything(cfg.seed * 1000 + groups.dp_rank)
+    noise = torch.Generator(device=env.device).manual_seed(cfg.seed * 1000 + groups.dp_rank)
+
+    # Frozen autoencoder, DiT (optionally from another run's weights), DeepSpeed engine, EMA.
+    autoencoder = build_autoencoder(cfg.vae).to(env.device)
+    model = build_dit(cfg.model, autoencoder.latent_channels)
+    log0(describe(model, cfg.model.size))
+    num_params = count_params(model)
+    init = checkpoint.load_weights(cfg.checkpoint.init_from) if cfg.checkpoint.init_from else None
+    if init is not None:
+        model.load_state_dict(init["model"])
+        log0(f"initialised from {cfg.checkpoint.init_from}")
+    model = apply_sequence_parallel(model, groups)
+    engine = initialize(model, cfg, groups)
+    ema = EMA(engine.module, cfg.optim.ema_decay)
+    if init is not None:
+        ema.load_full(init["ema"])
+    dtype = torch.bfloat16 if use_bf16(cfg) else torch.float32
+
+    # Data: sharded over data-parallel ranks, shuffled, resumable.
+    loader = build_dataloader(cfg.data, cfg.parallel.micro_batch_size, groups.sp_size, str(run_dir))
+
+    # Resume from the newest complete checkpoint of this run, if any.
+    step = 0
+    found = checkpoint.agreed_latest(run_dir) if cfg.checkpoint.resume else None
+    if found is not None:
+        step, extra = checkpoint.load(found, engine, ema, loader, cfg, shape)
+        noise.set_state(extra["noise"])
+        log0(f"resumed from {found} at step {step}")
+
+    size = DIT_CONFIGS[cfg.model.size]
+    metrics: Metrics | None = None
+    stream = batches(loader)
+    last_saved = step
+    stop = False
+    while step < cfg.max_steps and not stop:
+        watchdog.beat(step)
+        # One optimizer step: grad_accum_steps micro-batches; DeepSpeed steps on the last one.
+        losses = []
+        for _ in range(cfg.parallel.grad_accum_steps):
+            x0 = to_latents(next(stream), autoencoder, env.device).to(dtype)
+            loss = diffusion.loss(
+                engine, x0, cfg.diffusion.cond_frames, cfg.diffusion.timestep_sampling, noise
+            )
+            engine.backward(loss)
+            engine.step()
+            losses.append(loss.item())
+        ema.update()
+        step += 1
+
+        if metrics is None:  # token count known once the first batch is encoded
+            tokens = int(np.prod(engine.module.grid(x0.shape)))
+            flops = train_flops_per_sample(num_params, tokens, size.depth, size.hidden_size)
+            metrics = Metrics(
+                run_dir,
+                env.rank,
+                env.world_size,
+                flops,
+                tokens,
+                peak_tflops(cfg.logging.peak_tflops),
+            )
+            metrics.log_text("run/slurm_restart_count", str(restarts), step)
+        log_now = step % cfg.logging.every_steps == 0 or step == cfg.max_steps
+        loss_mean = mean_over_ranks(float(np.mean(losses)), env.device) if log_now else 0.0
+        grad_norm = engine.get_global_grad_norm() if log_now else 0.0
+        grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
+        metrics.step(
+            step, loss_mean, engine.get_lr()[0], grad_norm, shape.global_batch_size, log_now
+        )
+
+        if cfg.logging.video_every_steps and step % cfg.logging.video_every_steps == 0:
+            watchdog.beat(step, "sampling a video")
+            log_video(metrics, engine.module, autoencoder, x0[:1], cfg, step)
+
+        # Stop (Slurm's warning signal or preemption) and save-on-demand, agreed by all ranks.
+        stop, save_now = preemption.poll()
+        if stop or save_now or step % cfg.checkpoint.every_steps == 0 or step == cfg.max_steps:
+            watchdog.beat(step, "checkpoint save")
+            save(run_dir, step, engine, ema, loader, noise, cfg, shape)
+            last_saved = step
+
+    if stop:
+        log0(f"stopped by signal after step {step}; checkpoint saved")
+        if env.rank == 0 and not requeue():
+            log0("not under Slurm: run the same command again to resume")
+    elif last_saved == step:
+        log0(f"done: {step} steps")
+    watchdog.close()
+    if metrics is not None:
+        metrics.close()
+    engine.destroy()
+    dist.barrier()
+    destroy_parallel()
+    dist.destroy_process_group()
+
+
+def save(
+    run_dir: Path,
+    step: int,
+    engine: Any,
+    ema: EMA,
+    loader: Any,
+    noise: torch.Generator,
+    cfg: TrainConfig,
+    shape: RunShape,
+) -> None:
+    """A checkpoint of this step, plus this rank's noise generator (see `checkpoint.save`)."""
+    path = checkpoint.save(
+        run_dir,
+        step,
+        engine,
+        ema,
+        loader,
+        cfg,
+        shape,
+        cfg.checkpoint.keep_last,
+        extra={"noise": noise.get_state()},
+    )
+    log0(f"saved {path}")
+
+
+@torch.no_grad()
+def log_video(
+    metrics: Metrics,
+    model: torch.nn.Module,
+    autoencoder: Any,
+    x0: torch.Tensor,
+    cfg: TrainConfig,
+    step: int,
+) -> None:
+    """Continue one training video from its first frames and log it beside the truth (all ranks)."""
+    model.eval()
+    generator = torch.Generator(device=x0.device).manual_seed(step)  # not the training generators
+    generated = diffusion.sample(
+        model, x0, cfg.diffusion.cond_frames, cfg.diffusion.sample_steps, generator
+    )
+    model.train()
+    metrics.video(step, autoencoder.decode(x0.float()), autoencoder.decode(generated.float()))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
