@@ -1,0 +1,39 @@
+# slurm/site.sh -- the one file you edit for your cluster.
+#
+# Sourced at submission (slurm/submit.sh, `python -m training.study`) and at the start of every
+# job (slurm/lib.sh). Each value can also be set in the environment, which wins over this file;
+# an sbatch command-line option wins over both.
+
+# --- scheduler: where jobs go (empty: the cluster's default) ------------------------------------
+PHYWORLD_PARTITION=${PHYWORLD_PARTITION:-}  # e.g. gpu
+PHYWORLD_ACCOUNT=${PHYWORLD_ACCOUNT:-}      # e.g. my-project
+PHYWORLD_QOS=${PHYWORLD_QOS:-}              # e.g. normal
+PHYWORLD_GPUS_PER_NODE=${PHYWORLD_GPUS_PER_NODE:-8}
+PHYWORLD_CPUS_PER_GPU=${PHYWORLD_CPUS_PER_GPU:-12}  # data loading and video decoding workers
+
+# --- storage: datasets and training runs (local paths, shared filesystems or s3://) -------------
+PHYWORLD_DATA_ROOT=${PHYWORLD_DATA_ROOT:-$HOME/phyworld/data}
+PHYWORLD_RUN_ROOT=${PHYWORLD_RUN_ROOT:-$HOME/phyworld/runs}
+# Job logs (stdout, NCCL debug files): one folder per job under here.
+PHYWORLD_LOG_ROOT=${PHYWORLD_LOG_ROOT:-$HOME/phyworld/logs}
+
+# --- software: how a job gets a Python with phyworld installed ----------------------------------
+# The interpreter every job step runs.
+PHYWORLD_PYTHON=${PHYWORLD_PYTHON:-python}
+# A container image for every srun step (pyxis/enroot: `--container-image`); empty: none.
+PHYWORLD_CONTAINER=${PHYWORLD_CONTAINER:-}
+PHYWORLD_CONTAINER_MOUNTS=${PHYWORLD_CONTAINER_MOUNTS:-}  # e.g. /data:/data,/home:/home
+
+# Commands run at the start of each job, before anything else: modules, a venv, a conda env.
+phyworld_site_setup() {
+  # module load cuda/12.4 nccl/2.21
+  # source "$HOME/venvs/phyworld/bin/activate"
+  :
+}
+
+# --- network: NCCL settings for your fabric (see docs/slurm.md) ---------------------------------
+phyworld_site_nccl() {
+  # export NCCL_SOCKET_IFNAME=ib0
+  # export NCCL_IB_HCA=mlx5
+  :
+}
