@@ -1,0 +1,631 @@
+"""PHYRE-like combinatorial scenes: a red ball plus the four object types of a template, falling.
+
+No PHYRE dependency: the objects, materials and placement rules of PHYRE (and of the authors'
+`component_utils.py`) are rebuilt on pymunk. Everything is in metres, y up, the scene a square
+of `world_size` (85.33 m: the authors' 512-pixel PHYRE scene at PHYRE's 6 pixels per metre), so
+gravity 9.8 m/s^2 gives the same motion as theirs. Placement ranges are fractions of the scene.
+
+Materials (PHYRE's Box2D fixtures): density 0.25, friction 0.5, restitution 0.2, angular
+damping 0.01, no linear damping. Box2D combines two fixtures' friction as sqrt(f1 f2) and
+restitution as max(e1, e2); pymunk multiplies the two shapes' values. Every shape here has the
+same material, so giving each shape sqrt(0.5) and sqrt(0.2) makes pymunk's products exactly
+PHYRE's 0.5 and 0.2 for every contact, walls included. pymunk has no per-body angular damping:
+it is applied once per frame as the factor Box2D's per-step damping compounds to.
+
+Time: 60 Hz steps (PHYRE's), a frame every `substeps` = 20 steps (the authors' stride): 3 frames
+per second, 32 frames = 10.3 s, enough for every object to fall the full scene height (3.8 s from
+the highest start) and settle. Frame 0 is the initial state: every object at rest.
+
+Placement: objects are placed one type at a time in template order, each redrawn (up to
+`MAX_TRIES` times) until it neither overlaps anything already placed (static pieces may overlap
+each other: they never move) nor sticks out of the scene; a layout that cannot be completed is
+redrawn from scratch (up to `MAX_LAYOUTS` times), then `PlacementError` names the template.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pymunk
+
+from datagen.config import DatagenConfigError
+from datagen.render_shapes import Body, render_video
+from datagen.sampling import SceneSpec
+from datagen.scenes import States
+from datagen.scenes.phyre_templates import (
+    NUM_TEMPLATES,
+    OUT_OF_TEMPLATE,
+    resolve_templates,
+    template_objects,
+)
+
+# ----------------------------------------------------------------------------------------------
+# World, materials, colours
+# ----------------------------------------------------------------------------------------------
+
+PIXELS_PER_METRE = 6.0  # PHYRE's Box2D scale
+WORLD_SIZE = 512 / PIXELS_PER_METRE  # the authors' 512-pixel scene, in metres
+GRAVITY = 9.8
+DENSITY = 0.25
+FRICTION = 0.5
+RESTITUTION = 0.2
+ANGULAR_DAMPING = 0.01
+SOLVER_ITERATIONS = 15  # PHYRE's Box2D velocity iterations
+SLEEP_TIME = 0.5  # seconds at rest before a body sleeps (Box2D's b2_timeToSleep)
+WALL = 0.1  # wall thickness, fraction of the scene; the walls lie just outside it
+THICKNESS = 1 / 50  # PHYRE's bar thickness, fraction of the scene
+
+RED = (0xF3, 0x4F, 0x46)  # the user ball
+GRAY = (0xB9, 0xCA, 0xD2)  # every other dynamic object
+BLACK = (0, 0, 0)  # static objects
+USER_BALL_RADIUS = (0.02, 0.08)  # fraction of the scene; PHYRE's ball action spans 0.004-0.125
+
+MAX_TRIES = 200  # draws per object type before the layout is restarted
+MAX_LAYOUTS = 50  # layouts per sample before giving up
+OVERLAP_TOLERANCE = 1e-3  # metres: shapes may touch (a bar on the floor) but not overlap
+
+
+class PlacementError(RuntimeError):
+    """A template whose objects could not be placed without overlaps."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Objects: convex pieces around the centre of mass
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Obj:
+    """One rigid body: convex pieces in its own frame (origin = centre of mass) and a pose."""
+
+    type: str
+    dynamic: bool
+    colour: tuple[int, int, int]
+    circles: np.ndarray  # (k, 3): local centre x, y, radius
+    polygons: list[np.ndarray] = field(default_factory=list)  # each (n, 2), counter-clockwise
+    shape: str = "compound"  # circle | box | compound (the `objects` column's vocabulary)
+    size: tuple[float, float] = (0.0, 0.0)  # box: length, thickness
+    x: float = 0.0
+    y: float = 0.0
+    angle: float = 0.0
+
+    def points(self) -> np.ndarray:
+        """World-frame extreme points (m, 2): polygon vertices and circle bounding corners."""
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        rot = np.array([[c, -s], [s, c]])
+        pts = [p @ rot.T for p in self.polygons]
+        for cx, cy, r in self.circles:
+            centre = rot @ (cx, cy)
+            pts.append(centre + np.array([[-r, -r], [r, r]]))
+        return np.concatenate(pts) + np.array([self.x, self.y])
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        """left, bottom, right, top of the axis-aligned bounding box."""
+        p = self.points()
+        return p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()
+
+    def describe(self) -> dict:
+        """The `objects` column entry (geometry in the body frame, world units)."""
+        d = {
+            "type": self.type,
+            "shape": self.shape,
+            "colour": list(self.colour),
+            "dynamic": self.dynamic,
+        }
+        if self.shape == "circle":
+            d["radius"] = float(self.circles[0, 2])
+        elif self.shape == "box":
+            d["size"] = [float(v) for v in self.size]
+        else:
+            d["pieces"] = [p.round(6).tolist() for p in self.polygons]
+        return d
+
+
+def _box(w: float, h: float) -> np.ndarray:
+    return np.array([[-w / 2, -h / 2], [w / 2, -h / 2], [w / 2, h / 2], [-w / 2, h / 2]])
+
+
+def _area_centroid(poly: np.ndarray) -> tuple[float, np.ndarray]:
+    x, y = poly[:, 0], poly[:, 1]
+    cross = x * np.roll(y, -1) - np.roll(x, -1) * y
+    area = cross.sum() / 2
+    cx = ((x + np.roll(x, -1)) * cross).sum() / (6 * area)
+    cy = ((y + np.roll(y, -1)) * cross).sum() / (6 * area)
+    return area, np.array([cx, cy])
+
+
+def _recentred(polygons: list[np.ndarray]) -> list[np.ndarray]:
+    """Shift pieces so the origin is the centre of mass (pieces' masses add, as in Box2D)."""
+    parts = [_area_centroid(p) for p in polygons]
+    total = sum(a for a, _ in parts)
+    com = sum(a * c for a, c in parts) / total
+    return [p - com for p in polygons]
+
+
+def ball(kind: str, radius: float, dynamic: bool, colour) -> Obj:
+    return Obj(kind, dynamic, colour, np.array([[0.0, 0.0, radius]]), shape="circle")
+
+
+def bar(kind: str, length: float, thickness: float, dynamic: bool) -> Obj:
+    return Obj(
+        kind,
+        dynamic,
+        GRAY if dynamic else BLACK,
+        np.zeros((0, 3)),
+        [_box(length, thickness)],
+        shape="box",
+        size=(length, thickness),
+    )
+
+
+def jar(height: float, scene: float) -> Obj:
+    """PHYRE's jar: a base plate and two slanted walls, wider at the top (sizes in metres)."""
+    width = height / 1.2
+    base_width = 0.8 * width
+    # PHYRE: thickness grows with log(height in its 512-pixel units), W/50 at scale 0.3.
+    px = 512 / scene
+    thickness = math.log(height * px) / math.log(0.3 * 512) * 512 / 50 / px
+    base = (width - base_width) / 2
+    hyp = math.hypot(height, base)
+    cos, sin = base / hyp, height / hyp
+    t2 = thickness / 2
+    plate = _box(base_width, thickness)
+    left = np.array(
+        [
+            [-width / 2, height - t2],
+            [-base_width / 2, -t2],
+            [-base_width / 2 + thickness * sin, thickness * cos - t2],
+            [-width / 2 + thickness / sin, height - t2],
+        ]
+    )
+    right = left * (-1, 1)  # the mirror image, reversed to stay counter-clockwise
+    return Obj("dynamic_jar", True, GRAY, np.zeros((0, 3)), _recentred([plate, left, right[::-1]]))
+
+
+def sticks(width: float, scene: float) -> Obj:
+    """PHYRE's standing sticks: two bars crossed at their centres, tilted +-77.5 degrees."""
+    thickness = THICKNESS * scene
+    piece = _box(2 * width / 3, 2 * thickness / 3)
+    polys = []
+    for deg in (-77.5, 77.5):
+        a = math.radians(deg)
+        rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+        polys.append(piece @ rot.T)
+    return Obj("standing_sticks", True, GRAY, np.zeros((0, 3)), polys)  # symmetric: COM at 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Placement (PHYRE's `Body.set`: rotate first, then move the rotated bounding box's sides)
+# ----------------------------------------------------------------------------------------------
+
+
+def _place(
+    obj: Obj,
+    angle_deg: float = 0.0,
+    left: float | None = None,
+    right: float | None = None,
+    bottom: float | None = None,
+    center_x: float | None = None,
+    center_y: float | None = None,
+) -> Obj:
+    obj.angle = math.radians(angle_deg)
+    x0, y0, x1, y1 = obj.bounds()
+    if left is not None:
+        obj.x += left - x0
+    if right is not None:
+        obj.x += right - x1
+    if bottom is not None:
+        obj.y += bottom - y0
+    if center_x is not None:
+        obj.x += center_x - (x0 + x1) / 2
+    if center_y is not None:
+        obj.y += center_y - (y0 + y1) / 2
+    return obj
+
+
+def _place_bar_then_rotate(obj: Obj, angle_deg: float, bottom: float, **side: float) -> Obj:
+    """The authors' chained `.set_center_x/.set_right(..).set_bottom(..).set_angle(..)`: the
+    unrotated bar is positioned, then turned about its centre."""
+    _place(obj, 0.0, bottom=bottom, **side)
+    obj.angle = math.radians(angle_deg)
+    return obj
+
+
+def _dynamic_ball(rng, w: float, kind: str) -> list[Obj]:
+    r = rng.uniform(0.06, 0.12) * w / 2
+    x, bottom = rng.uniform(0.3, 0.6) * w, rng.uniform(0.4, 0.85) * w
+    return [_place(ball(kind, r, True, GRAY), center_x=x, bottom=bottom)]
+
+
+def _chain(rng, walk_points: int) -> list[tuple[float, float]]:
+    """The authors' random walk of ball centres (scene fractions) from (0.4, 0.55).
+
+    Straight runs turning by a fixed angle per step; after 3 steps a run may restart from an
+    earlier ball with a new heading. Steps that would end at y >= 0.5 are dropped.
+    """
+    pts = [(0.4, 0.55)]
+    cursor = pts[0]
+    angle, turn = rng.uniform() * 2 * math.pi, rng.uniform() * 2 * math.pi / 10
+    run, inside = 1, 0
+    for _ in range(10_000):
+        if inside == walk_points:
+            break
+        if run >= 3 and rng.uniform() < 0.2:
+            cursor = pts[rng.integers(len(pts))]
+            run, angle, turn = 1, rng.uniform() * 2 * math.pi, rng.uniform() * 2 * math.pi / 10
+            continue
+        run += 1
+        step = rng.uniform(0.05, 0.2)
+        angle += turn
+        x, y = cursor[0] + step * math.cos(angle), cursor[1] + step * math.sin(angle)
+        if y >= 0.5:
+            continue
+        cursor = (x, y)
+        pts.append(cursor)
+        inside += 0.0 < x < 1.0 and 0.0 < y < 1.0
+    return [(x, y) for x, y in pts if 0.0 <= x <= 1.0 and 0.0 <= y <= 1.0]
+
+
+def _static_balls(rng, w: float) -> list[Obj]:
+    centres = _chain(rng, int(rng.integers(2, 7)))
+    return [
+        _place(ball("static_balls", 0.02 * w, False, BLACK), center_x=x * w, center_y=y * w)
+        for x, y in centres
+    ]
+
+
+def _dynamic_bar(rng, w: float) -> list[Obj]:
+    scale, x, y = rng.uniform(0.15, 0.5), rng.uniform(0.3, 0.6), rng.uniform(0.2, 0.8)
+    obj = bar("dynamic_bar", scale * w, THICKNESS * w, True)
+    return [_place_bar_then_rotate(obj, rng.uniform(-90, 90), y * w, center_x=x * w)]
+
+
+def _standing_bars(rng, w: float) -> list[Obj]:
+    """1-4 vertical bars on the floor, 0.2 + 0.05 i of the scene tall, 0.15 apart."""
+    offset, step = rng.uniform(0.45, 0.6), 0.15
+    if rng.uniform() < 0.5:  # mirrored: growing to the left
+        offset, step = 1.0 - offset, -step
+    n = int(rng.integers(1, 5))
+    bars = []
+    for i, idx in enumerate(range(-n // 2, -n // 2 + n)):
+        obj = bar("standing_bars", (0.2 + 0.05 * i) * w, THICKNESS * w, True)
+        bars.append(_place(obj, 90.0, bottom=0.0, left=(offset + step * idx) * w))
+    return bars
+
+
+def _static_bar(rng, w: float) -> list[Obj]:
+    scale, y, angle = rng.uniform(0.2, 0.5), rng.uniform(0.1, 0.5), rng.uniform(-60, 60)
+    right = rng.uniform(0.3, 0.4)
+    obj = bar("static_bar", scale * w, THICKNESS * w, False)
+    return [_place_bar_then_rotate(obj, angle, y * w, right=right * w)]
+
+
+def _dynamic_jar(rng, w: float) -> list[Obj]:
+    scale, x, y = rng.uniform(0.08, 0.3), rng.uniform(0.3, 0.6), rng.uniform(0.2, 0.8)
+    angle = rng.uniform(-45, 45)
+    obj = jar(scale * w, w)
+    if rng.uniform() < 0.7:
+        return [_place(obj, angle, bottom=y * w, center_x=x * w)]
+    return [_place(obj, 0.0, bottom=0.0, center_x=x * w)]  # upright on the floor
+
+
+def _standing_sticks(rng, w: float) -> list[Obj]:
+    scale, x, y = rng.uniform(0.3, 0.6), rng.uniform(0.3, 0.6), rng.uniform(0.2, 0.5)
+    angle = rng.uniform(-90, 90)
+    obj = sticks(scale * w, w)
+    if rng.uniform() < 0.3:
+        return [_place(obj, 0.0, bottom=0.0, center_x=x * w)]  # standing on the floor
+    return [_place(obj, angle, bottom=y * w, center_x=x * w)]
+
+
+BUILDERS = {
+    "dynamic_ball_1": lambda rng, w: _dynamic_ball(rng, w, "dynamic_ball_1"),
+    "dynamic_ball_2": lambda rng, w: _dynamic_ball(rng, w, "dynamic_ball_2"),
+    "static_balls": _static_balls,
+    "dynamic_bar": _dynamic_bar,
+    "standing_bars": _standing_bars,
+    "static_bar": _static_bar,
+    "dynamic_jar": _dynamic_jar,
+    "standing_sticks": _standing_sticks,
+}
+
+
+def _shapes(obj: Obj, body: pymunk.Body) -> list[pymunk.Shape]:
+    shapes: list[pymunk.Shape] = [pymunk.Circle(body, r, (cx, cy)) for cx, cy, r in obj.circles]
+    shapes += [pymunk.Poly(body, [tuple(v) for v in p]) for p in obj.polygons]
+    return shapes
+
+
+class _Occupancy:
+    """The shapes placed so far, to test a candidate for overlaps and for leaving the scene."""
+
+    def __init__(self, w: float) -> None:
+        self.w = w
+        self.space = pymunk.Space()
+        self.dynamic: dict[pymunk.Shape, bool] = {}
+
+    def _body(self, obj: Obj) -> pymunk.Body:
+        body = pymunk.Body(body_type=pymunk.Body.STATIC)
+        body.position, body.angle = (obj.x, obj.y), obj.angle
+        return body
+
+    def fits(self, objs: list[Obj]) -> bool:
+        """No object out of the scene, none overlapping a placed one (static pairs excepted)."""
+        tol = OVERLAP_TOLERANCE
+        for obj in objs:
+            x0, y0, x1, y1 = obj.bounds()
+            if x0 < -tol or y0 < -tol or x1 > self.w + tol or y1 > self.w + tol:
+                return False
+            for shape in _shapes(obj, self._body(obj)):
+                for hit in self.space.shape_query(shape):
+                    if (
+                        not (obj.dynamic or self.dynamic[hit.shape])
+                        or not hit.contact_point_set.points
+                    ):
+                        continue
+                    if min(p.distance for p in hit.contact_point_set.points) < -tol:
+                        return False
+        return True
+
+    def add(self, objs: list[Obj]) -> None:
+        for obj in objs:
+            body = self._body(obj)
+            shapes = _shapes(obj, body)
+            self.space.add(body, *shapes)
+            self.dynamic.update((s, obj.dynamic) for s in shapes)
+
+
+def _user_ball(rng, occ: _Occupancy, placed: list[Obj], w: float) -> Obj | None:
+    """The red ball, dropped near a random object: above it or below it, as the authors' heuristic
+    chose actions, at a random horizontal offset within 0.8 of the two objects' reach."""
+    for _ in range(MAX_TRIES):
+        r = rng.uniform(*USER_BALL_RADIUS) * w
+        target = placed[rng.integers(len(placed))]
+        x0, y0, x1, y1 = target.bounds()
+        reach = max(x1 - x0, y1 - y0) / 2 + r
+        x = (x0 + x1) / 2 + rng.uniform(-0.8, 0.8) * reach
+        lo, hi = (y1 + r, w - r) if rng.uniform() < 0.5 else (r, y0 - r)
+        if hi <= lo:
+            continue
+        obj = ball("user_ball", r, True, RED)
+        obj.x, obj.y = x, rng.uniform(lo, hi)
+        if occ.fits([obj]):
+            return obj
+    return None
+
+
+def place_layout(template: int, rng: np.random.Generator, w: float) -> list[Obj]:
+    """The template's objects, placed without overlaps (see the module docstring)."""
+    kinds = template_objects(template)
+    for _ in range(MAX_LAYOUTS):
+        occ, placed = _Occupancy(w), []
+        for kind in kinds:
+            for _ in range(MAX_TRIES):
+                objs = BUILDERS[kind](rng, w)
+                if occ.fits(objs):
+                    occ.add(objs)
+                    placed += objs
+                    break
+            else:
+                break  # this type found no room: start the layout again
+        else:
+            return placed
+    raise PlacementError(
+        f"template {template} {kinds}: no overlap-free layout in {MAX_LAYOUTS} attempts of "
+        f"{MAX_TRIES} draws per object; the placement ranges in datagen/scenes/phyre.py leave "
+        "no room for these objects together"
+    )
+
+
+def place_user_ball(layout: list[Obj], rng: np.random.Generator, w: float) -> Obj | None:
+    """The red ball for `layout`, or None when no free spot was found."""
+    occ = _Occupancy(w)
+    occ.add(layout)
+    return _user_ball(rng, occ, layout, w)
+
+
+# ----------------------------------------------------------------------------------------------
+# Simulation
+# ----------------------------------------------------------------------------------------------
+
+
+def _space(objs: list[Obj], w: float) -> tuple[pymunk.Space, list[pymunk.Body]]:
+    space = pymunk.Space()
+    space.gravity = (0.0, -GRAVITY)
+    space.iterations = SOLVER_ITERATIONS
+    space.sleep_time_threshold = SLEEP_TIME
+    friction, elasticity = math.sqrt(FRICTION), math.sqrt(RESTITUTION)  # see module docstring
+    t = WALL * w
+    walls = pymunk.Body(body_type=pymunk.Body.STATIC)
+    boxes = [((w / 2, -t / 2), (w + 2 * t, t)), ((w / 2, w + t / 2), (w + 2 * t, t)),
+             ((-t / 2, w / 2), (t, w)), ((w + t / 2, w / 2), (t, w))]  # fmt: skip
+    wall_shapes = [pymunk.Poly(walls, [tuple(v + c) for v in _box(*size)]) for c, size in boxes]
+    for s in wall_shapes:
+        s.friction, s.elasticity = friction, elasticity
+    space.add(walls, *wall_shapes)
+    bodies = []
+    for obj in objs:
+        body = pymunk.Body() if obj.dynamic else pymunk.Body(body_type=pymunk.Body.STATIC)
+        body.position, body.angle = (obj.x, obj.y), obj.angle
+        shapes = _shapes(obj, body)
+        for s in shapes:
+            s.friction, s.elasticity = friction, elasticity
+            if obj.dynamic:
+                s.density = DENSITY
+        space.add(body, *shapes)
+        bodies.append(body)
+    return space, bodies
+
+
+@dataclass
+class Trajectory:
+    """Per-frame states of every object (static ones included), plus mass and moment."""
+
+    positions: np.ndarray  # (T, N, 2) centre of mass
+    velocities: np.ndarray  # (T, N, 2)
+    angles: np.ndarray  # (T, N)
+    angular_velocities: np.ndarray  # (T, N)
+    mass: np.ndarray  # (N,) inf for static
+    moment: np.ndarray  # (N,)
+
+
+def simulate_objects(
+    objs: list[Obj], w: float, frames: int, substeps: int, frame_dt: float
+) -> Trajectory:
+    """Run the scene from rest; frame k is the state after k * substeps steps of frame_dt/substeps."""
+    space, bodies = _space(objs, w)
+    dt = frame_dt / substeps
+    damping = (
+        1.0 / (1.0 + dt * ANGULAR_DAMPING)
+    ) ** substeps  # Box2D's per-step factor, compounded
+    n = len(bodies)
+    out = np.zeros((frames, n, 6))
+    moving = [b for b in bodies if b.body_type == pymunk.Body.DYNAMIC]
+    for f in range(frames):
+        if f:
+            for _ in range(substeps):
+                space.step(dt)
+            for b in moving:
+                if not b.is_sleeping:  # setting a velocity would wake it
+                    b.angular_velocity *= damping
+        for i, b in enumerate(bodies):
+            (px, py), (vx, vy) = b.position, b.velocity
+            out[f, i] = px, py, b.angle, vx, vy, b.angular_velocity
+    dynamic = np.array([b.body_type == pymunk.Body.DYNAMIC for b in bodies])
+    return Trajectory(
+        positions=out[:, :, 0:2],
+        velocities=out[:, :, 3:5],
+        angles=out[:, :, 2],
+        angular_velocities=out[:, :, 5],
+        mass=np.where(dynamic, [b.mass for b in bodies], np.inf),
+        moment=np.where(dynamic, [b.moment for b in bodies], np.inf),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# The scene interface of datagen.scenes
+# ----------------------------------------------------------------------------------------------
+
+
+def _templates(spec: SceneSpec) -> tuple[int, ...]:
+    try:
+        return resolve_templates(str(spec.option("templates", "train60")))
+    except ValueError as err:
+        raise DatagenConfigError(f"options.templates: {err}") from None
+
+
+def validate(spec: SceneSpec) -> None:
+    """Templates that exist and match the level; a layout count that makes sense."""
+    templates = _templates(spec)
+    held_out = set(OUT_OF_TEMPLATE)
+    if spec.level == "out_template" and not set(templates) <= held_out:
+        raise DatagenConfigError(
+            f"level=out_template but options.templates includes training templates "
+            f"{sorted(set(templates) - held_out)}; use options.templates=out_template"
+        )
+    if spec.level != "out_template" and set(templates) & held_out:
+        raise DatagenConfigError(
+            f"options.templates includes held-out templates {sorted(set(templates) & held_out)} "
+            f"(60-{NUM_TEMPLATES - 1}) but level={spec.level}; set level=out_template or use "
+            "training templates"
+        )
+    if (
+        int(spec.option("videos_per_template", 1)) < 1
+        or int(spec.option("layouts_per_template", 0)) < 0
+    ):
+        raise DatagenConfigError(
+            "options.videos_per_template must be >= 1 and layouts_per_template >= 0"
+        )
+
+
+def count(spec: SceneSpec) -> int:
+    """Number of videos: every template of `options.templates` times `videos_per_template`."""
+    return len(_templates(spec)) * int(spec.option("videos_per_template", 1))
+
+
+def sample_params(spec: SceneSpec, index: int, rng: np.random.Generator) -> dict:
+    """Template, layout and red ball of video `index` (template-major order).
+
+    With `layouts_per_template` L > 0 the layout is one of L per template (drawn from the dataset
+    seed, template and layout number; the authors' scheme: 100 PHYRE tasks per template with many
+    red-ball placements each); with L = 0 every video has its own layout. The red ball is always
+    drawn from the video's own `rng`.
+    """
+    templates = _templates(spec)
+    per = int(spec.option("videos_per_template", 1))
+    template, j = templates[index // per], index % per
+    layouts = int(spec.option("layouts_per_template", 0))
+    w = spec.world_size
+    for _ in range(MAX_LAYOUTS):
+        layout_rng = (
+            np.random.default_rng([spec.seed, template, j % layouts, 0x5C3E]) if layouts else rng
+        )
+        layout = place_layout(template, layout_rng, w)
+        user = place_user_ball(layout, rng, w)
+        if user is not None:
+            break
+        if layouts:
+            raise PlacementError(
+                f"template {template} layout {j % layouts}: no room for the red ball"
+            )
+    else:
+        raise PlacementError(
+            f"template {template}: no room for the red ball in {MAX_LAYOUTS} layouts"
+        )
+    objs = [*layout, user]
+    return {
+        "template": template,
+        "objects": [{**o.describe(), "x": o.x, "y": o.y, "angle": o.angle} for o in objs],
+    }
+
+
+def objects_from_params(params: dict) -> list[Obj]:
+    """Rebuild the bodies of `sample_params`' output."""
+    objs = []
+    for d in params["objects"]:
+        colour = tuple(d["colour"])
+        if d["shape"] == "circle":
+            obj = ball(d["type"], d["radius"], d["dynamic"], colour)
+        elif d["shape"] == "box":
+            obj = bar(d["type"], *d["size"], d["dynamic"])
+        else:
+            pieces = [np.array(p, dtype=np.float64) for p in d["pieces"]]
+            obj = Obj(d["type"], d["dynamic"], colour, np.zeros((0, 3)), pieces)
+        obj.x, obj.y, obj.angle = d["x"], d["y"], d["angle"]
+        objs.append(obj)
+    return objs
+
+
+def simulate(params: dict, spec: SceneSpec) -> States:
+    """The video's states: every object (static ones too) at every frame."""
+    objs = objects_from_params(params)
+    traj = simulate_objects(objs, spec.world_size, spec.frames, spec.substeps, spec.frame_dt)
+    return States(
+        traj.positions.astype(np.float32),
+        traj.velocities.astype(np.float32),
+        traj.angles.astype(np.float32),
+        [o.describe() for o in objs],
+    )
+
+
+def render_bodies(objects: list[dict]) -> list[Body]:
+    """Renderable pieces of `objects` column entries (circle, box or compound)."""
+    bodies = []
+    for d in objects:
+        if d["shape"] == "circle":
+            bodies.append(Body(np.array([[0.0, 0.0, d["radius"]]]), (), tuple(d["colour"])))
+        elif d["shape"] == "box":
+            bodies.append(Body(np.zeros((0, 3)), (_box(*d["size"]),), tuple(d["colour"])))
+        else:
+            pieces = tuple(np.asarray(p, dtype=np.float64) for p in d["pieces"])
+            bodies.append(Body(np.zeros((0, 3)), pieces, tuple(d["colour"])))
+    return bodies
+
+
+def render(states: States, world_size: float, resolution: int) -> np.ndarray:
+    """Frames (T, H, W, 3) uint8: hard-edged filled shapes on white, static ones drawn once."""
+    poses = np.concatenate([states.positions, states.angles[..., None]], axis=-1).astype(np.float64)
+    dynamic = np.array([d["dynamic"] for d in states.objects])
+    return render_video(render_bodies(states.objects), poses, dynamic, world_size, resolution)
