@@ -29,9 +29,14 @@ class VAEConfig:
     """The frozen autoencoder between pixels and latents (never compresses time)."""
 
     kind: str = "pixel"  # pixel | ours | diffusers
-    path: str = ""  # weights: a directory for `ours` and `diffusers`
+    # ours: the output_dir of `python -m training.vae`; diffusers: a local AutoencoderKL folder
+    # (or a diffusers pipeline folder with vae/)
+    path: str = ""
     downsample: int = 4  # spatial factor of the `pixel` kind (pixel-unshuffle)
-    scaling_factor: float = 1.0  # latents are multiplied by this after encoding
+    # latents = (z - shift) * scaling_factor; 0: the autoencoder's own (pixel 1, ours: saved
+    # 1/std of its latents, diffusers: its config's scaling_factor)
+    scaling_factor: float = 0.0
+    chunk_frames: int = 64  # frames encoded or decoded at once (bounds activation memory)
 
 
 @dataclass
