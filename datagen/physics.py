@@ -76,20 +76,22 @@ def run(
     substeps: int,
 ) -> States:
     """Step the world and record every body's state at each frame (frame 0 = initial state)."""
-    n = len(bodies)
-    pos = np.empty((frames, n, 2), dtype=np.float64)
-    vel = np.empty((frames, n, 2), dtype=np.float64)
-    ang = np.empty((frames, n), dtype=np.float64)
+    pos, vel, ang = [], [], []
     dt = frame_dt / substeps
     for f in range(frames):
         if f:
             for _ in range(substeps):
                 space.step(dt)
-        for i, b in enumerate(bodies):
-            pos[f, i] = b.position
-            vel[f, i] = b.velocity
-            ang[f, i] = b.angle
-    return States(pos.astype(np.float32), vel.astype(np.float32), ang.astype(np.float32), objects)
+        # Plain lists, converted once: per-element numpy stores cost more than the physics.
+        pos.append([tuple(b.position) for b in bodies])
+        vel.append([tuple(b.velocity) for b in bodies])
+        ang.append([b.angle for b in bodies])
+    return States(
+        np.array(pos, dtype=np.float32),
+        np.array(vel, dtype=np.float32),
+        np.array(ang, dtype=np.float32),
+        objects,
+    )
 
 
 def shape_object(shape: str, colour, size: float, dynamic: bool = True, ring_ratio: float = 0.6):

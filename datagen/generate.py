@@ -1,0 +1,233 @@
+"""The datagen pipeline: config -> plan -> (simulate -> render -> encode) per sample -> parts -> merge.
+
+Determinism: sample `i` depends only on (config, seed, i): its random generator is seeded from
+(seed, i), and parts are fixed ranges of `part_size` indices, so any worker count produces the
+same bytes. Worker k of n makes parts k, k + n, k + 2n, ... and skips those already finished.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import yaml
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from datagen import shards
+from datagen.config import RUN_KEYS, DatagenConfig, DatagenConfigError
+from datagen.render import STYLES, render
+from datagen.sampling import SceneSpec, group_specs
+from datagen.scenes import get_scene
+from datagen.schema import encode_frames, to_json
+from phyworld import storage
+
+
+@dataclass
+class Plan:
+    """What a dataset holds: its groups, where each starts, and how it is cut into parts."""
+
+    cfg: DatagenConfig
+    name: str
+    scene: ModuleType
+    specs: list[SceneSpec]
+    starts: np.ndarray  # first global index of each group
+    count: int
+    num_parts: int
+    config_yaml: str
+
+    def part_range(self, k: int) -> range:
+        lo = k * self.cfg.part_size
+        return range(lo, min(lo + self.cfg.part_size, self.count))
+
+
+def dataset_yaml(cfg: DatagenConfig) -> str:
+    """The config as saved with the dataset: everything but how the run was executed."""
+    data = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    for key in RUN_KEYS:
+        data.pop(key, None)
+    return yaml.safe_dump(data, sort_keys=True)
+
+
+def make_plan(cfg: DatagenConfig) -> Plan:
+    """Validate the config (raising `DatagenConfigError` with the fix) and lay out the dataset."""
+    if cfg.render not in STYLES:
+        raise DatagenConfigError(f"render must be one of {STYLES}, got '{cfg.render}'")
+    if cfg.split not in ("train", "eval"):
+        raise DatagenConfigError(f"split must be 'train' or 'eval', got '{cfg.split}'")
+    if cfg.mode not in ("all", "generate", "merge"):
+        raise DatagenConfigError(f"mode must be all, generate or merge, got '{cfg.mode}'")
+    for key in ("frames", "substeps", "resolution", "part_size"):
+        if getattr(cfg, key) < 1:
+            raise DatagenConfigError(f"{key} must be >= 1, got {getattr(cfg, key)}")
+    if cfg.world_size <= 0 or cfg.frame_dt <= 0:
+        raise DatagenConfigError("world_size and frame_dt must be > 0")
+    scene = get_scene(cfg.scene)
+    specs = group_specs(cfg)
+    counts = []
+    for spec in specs:
+        if hasattr(scene, "validate"):
+            scene.validate(spec)
+        n = scene.count(spec) if hasattr(scene, "count") else None
+        n = spec.count if n is None else n
+        if n < 1:
+            raise DatagenConfigError(
+                f"scene '{cfg.scene}' group has no samples: set `count` (random) or `grid` sizes"
+            )
+        counts.append(n)
+    name = cfg.name or cfg.output.rstrip("/").rsplit("/", 1)[-1]
+    total = sum(counts)
+    return Plan(
+        cfg=OmegaConf.to_object(cfg) if OmegaConf.is_config(cfg) else cfg,  # plain: fast access
+        name=name,
+        scene=scene,
+        specs=specs,
+        starts=np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64),
+        count=total,
+        num_parts=math.ceil(total / cfg.part_size),
+        config_yaml=dataset_yaml(cfg),
+    )
+
+
+def make_sample(plan: Plan, index: int) -> dict[str, Any]:
+    """Sample `index` of the dataset as an MDS row (see `datagen.schema.COLUMNS`)."""
+    cfg = plan.cfg
+    g = int(np.searchsorted(plan.starts, index, side="right") - 1)
+    spec = plan.specs[g]
+    rng = np.random.default_rng([cfg.seed, index])
+    params = plan.scene.sample_params(spec, index - int(plan.starts[g]), rng)
+    states = plan.scene.simulate(params, spec)
+    if hasattr(plan.scene, "render"):  # scenes with their own renderer (e.g. phyre)
+        frames = plan.scene.render(states, world_size=cfg.world_size, resolution=cfg.resolution)
+    else:
+        frames = render(states, cfg.resolution, cfg.world_size, cfg.render)
+    params = {
+        **params,
+        "world_size": cfg.world_size,
+        "frame_dt": cfg.frame_dt,
+        "seed": cfg.seed,
+        "index": index,
+        "group": g,
+        "render": cfg.render,
+    }
+    return {
+        "id": f"{plan.name}-{index:09d}",
+        "scenario": cfg.scene,
+        "split": cfg.split,
+        "level": spec.level,
+        "frames": encode_frames(frames, cfg.zstd_level),
+        "positions": states.positions,
+        "velocities": states.velocities,
+        "angles": states.angles,
+        "objects": to_json(states.objects).encode(),  # pre-encoded: canonical bytes
+        "params": to_json(params).encode(),
+    }
+
+
+def worker_identity(cfg: DatagenConfig) -> tuple[int, int]:
+    """(k, n) from the config, else from a Slurm job array, else (0, 1)."""
+    n = cfg.workers or int(os.environ.get("SLURM_ARRAY_TASK_COUNT", 1))
+    if cfg.worker >= 0:
+        k = cfg.worker
+    elif "SLURM_ARRAY_TASK_ID" in os.environ:
+        k = int(os.environ["SLURM_ARRAY_TASK_ID"]) - int(os.environ.get("SLURM_ARRAY_TASK_MIN", 0))
+    else:
+        k = 0
+    if not 0 <= k < n:
+        raise DatagenConfigError(f"worker={k} must be in [0, workers={n})")
+    return k, n
+
+
+def _prepare_root(plan: Plan, k: int, n: int) -> None:
+    """Refuse a complete or different dataset (unless overwrite), then record the config."""
+    cfg, root = plan.cfg, plan.cfg.output
+    storage.check_reachable(root)
+    config_url = storage.join(root, shards.CONFIG)
+    complete = storage.exists(storage.join(root, shards.MANIFEST))
+    if cfg.overwrite:
+        if cfg.mode == "all" and n == 1:
+            storage.remove(root)  # one process makes everything: start from nothing
+        else:  # a job array: each worker clears the dataset files and redoes its own parts
+            for name in (shards.MANIFEST, shards.INDEX, shards.CONFIG):
+                storage.remove(storage.join(root, name))
+    elif complete:
+        raise DatagenConfigError(
+            f"{root} already holds a complete dataset; pass overwrite=true to regenerate it, or "
+            f"choose another output"
+        )
+    elif storage.exists(config_url) and storage.read_text(config_url) != plan.config_yaml:
+        raise DatagenConfigError(
+            f"{root} holds parts of a dataset made with a different config; pass overwrite=true "
+            f"to replace it, or choose another output"
+        )
+    storage.write_text(config_url, plan.config_yaml)
+    shards.clean_stale_temps(root)
+
+
+def generate_parts(plan: Plan, k: int, n: int) -> dict[str, float]:
+    """Make this worker's unfinished parts; returns counts, bytes and time for the summary."""
+    cfg, root = plan.cfg, plan.cfg.output
+    mine = range(k, plan.num_parts, n)
+    todo = [p for p in mine if cfg.overwrite or not shards.part_done(root, p)]
+    total = sum(len(plan.part_range(p)) for p in todo)
+    skipped = len(mine) - len(todo)
+    if skipped:
+        print(f"worker {k}/{n}: {skipped} part(s) already finished, skipped", file=sys.stderr)
+    made, nbytes, start = 0, 0, time.perf_counter()
+    with tqdm(total=total, desc=f"worker {k}/{n}", unit="video", disable=not cfg.progress) as bar:
+        for p in todo:
+            idx = plan.part_range(p)
+            writer = shards.PartWriter(root, p, idx.start, cfg.shard_size_limit)
+            try:
+                for i in idx:
+                    writer.write(make_sample(plan, i))
+                    bar.update()
+                done = writer.publish()
+            except BaseException:
+                writer.abort()
+                raise
+            made += done["count"]
+            nbytes += sum(s["bytes"] for s in done["shards"].values())
+    return {"videos": made, "bytes": nbytes, "seconds": time.perf_counter() - start}
+
+
+def run(cfg: DatagenConfig) -> dict[str, Any]:
+    """Run `mode` for this worker; returns a summary (also printed)."""
+    plan = make_plan(cfg)
+    k, n = worker_identity(cfg)
+    summary: dict[str, Any] = {"dataset": cfg.output, "count": plan.count, "parts": plan.num_parts}
+    if cfg.mode in ("all", "generate"):
+        _prepare_root(plan, k, n)
+        stats = generate_parts(plan, k, n)
+        rate = stats["videos"] / max(stats["seconds"], 1e-9)
+        print(
+            f"worker {k}/{n}: {stats['videos']} videos, {stats['bytes'] / 1e9:.3f} GB, "
+            f"{rate:.0f} videos/s, {stats['bytes'] / max(stats['videos'], 1) / 1024:.1f} KiB/video",
+            file=sys.stderr,
+        )
+        summary.update(stats)
+    if cfg.mode == "merge" or (
+        cfg.mode == "all" and all(shards.part_done(cfg.output, p) for p in range(plan.num_parts))
+    ):
+        if cfg.mode == "merge":
+            storage.check_reachable(cfg.output)
+            url = storage.join(cfg.output, shards.CONFIG)
+            if not storage.exists(url) or storage.read_text(url) != plan.config_yaml:
+                raise DatagenConfigError(
+                    f"{cfg.output}/config.yaml is missing or differs from this config: merge with "
+                    f"the same config (and overrides) the workers used"
+                )
+        manifest = shards.merge(cfg.output, plan.num_parts, plan.config_yaml)
+        print(
+            f"dataset {cfg.output}: {manifest['count']} videos, {manifest['bytes'] / 1e9:.3f} GB "
+            f"in {plan.num_parts} part(s), complete",
+            file=sys.stderr,
+        )
+        summary["manifest"] = manifest
+    return summary
