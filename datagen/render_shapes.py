@@ -22,8 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-WHITE = (255, 255, 255)
-
 
 @dataclass(frozen=True)
 class Body:
@@ -47,12 +45,14 @@ def to_pixels(xy: np.ndarray, world_size: float, resolution: int) -> np.ndarray:
     return uv
 
 
-def _fill_spans(frames: np.ndarray, j0: np.ndarray, lo: np.ndarray, hi: np.ndarray, colour) -> None:
+def _fill_spans(planes: np.ndarray, j0: np.ndarray, lo: np.ndarray, hi: np.ndarray, colour) -> None:
     """Fill, in frame t and row j0[t] + r, the pixels lo[t, r] <= i <= hi[t, r] (inclusive).
 
-    All frames at once: the spans become one list of flat pixel indices and one assignment.
+    `planes` is a channel-planar (T, 3, H, W) stack. All frames at once: the spans become one
+    list of flat pixel indices, written with one assignment per colour channel.
     """
-    num_frames, height, width = frames.shape[:3]
+    num_frames, _, height, width = planes.shape
+    plane = height * width
     rows = j0[:, None] + np.arange(lo.shape[1])  # (T, R)
     lo = np.maximum(lo, 0)
     hi = np.minimum(hi, width - 1)
@@ -60,13 +60,15 @@ def _fill_spans(frames: np.ndarray, j0: np.ndarray, lo: np.ndarray, hi: np.ndarr
     total = int(counts.sum())
     if total == 0:
         return
-    starts = ((np.arange(num_frames)[:, None] * height + rows) * width + lo).ravel()
+    starts = (np.arange(num_frames)[:, None] * 3 * plane + rows * width + lo).ravel()
     run_begin = np.cumsum(counts) - counts  # where each span starts in the flat list
-    flat = np.repeat(starts - run_begin, counts) + np.arange(total)
-    frames.reshape(-1, 3)[flat] = colour
+    flat = np.repeat(starts - run_begin, counts) + np.arange(total)  # red-plane indices
+    pixels = planes.reshape(-1)
+    for c in range(3):
+        pixels[flat + c * plane] = colour[c]
 
 
-def fill_circle(frames: np.ndarray, centres: np.ndarray, r: float, colour) -> None:
+def fill_circle(planes: np.ndarray, centres: np.ndarray, r: float, colour) -> None:
     """Fill, in each frame t, the pixels whose centres lie within r of centres[t] (pixel units)."""
     cu, cv = centres[:, 0], centres[:, 1]
     j0 = np.ceil(cv - r - 0.5).astype(np.int64)  # first row whose centre can be inside
@@ -76,10 +78,10 @@ def fill_circle(frames: np.ndarray, centres: np.ndarray, r: float, colour) -> No
     half = np.sqrt(np.maximum(r * r - dv * dv, 0.0))  # half chord on each row
     lo = np.ceil(cu[:, None] - half - 0.5).astype(np.int64)
     hi = np.where(inside, np.floor(cu[:, None] + half - 0.5), lo - 1).astype(np.int64)
-    _fill_spans(frames, j0, lo, hi, colour)
+    _fill_spans(planes, j0, lo, hi, colour)
 
 
-def fill_convex_polygon(frames: np.ndarray, uv: np.ndarray, colour) -> None:
+def fill_convex_polygon(planes: np.ndarray, uv: np.ndarray, colour) -> None:
     """Fill, in each frame t, the pixels whose centres lie inside the convex polygon uv[t].
 
     uv: (T, n, 2) vertices in pixel units, in order (either winding). A row's span runs between
@@ -102,7 +104,7 @@ def fill_convex_polygon(frames: np.ndarray, uv: np.ndarray, colour) -> None:
     ok = np.isfinite(left)
     lo = np.where(ok, np.ceil(left - 0.5), 1).astype(np.int64)
     hi = np.where(ok, np.floor(right - 0.5), 0).astype(np.int64)
-    _fill_spans(frames, j0, lo, hi, colour)
+    _fill_spans(planes, j0, lo, hi, colour)
 
 
 def _posed(local: np.ndarray, pose: np.ndarray) -> np.ndarray:
@@ -113,15 +115,15 @@ def _posed(local: np.ndarray, pose: np.ndarray) -> np.ndarray:
     return np.stack([x, y], axis=-1)
 
 
-def _draw(frames: np.ndarray, body: Body, pose: np.ndarray, world_size: float) -> None:
-    """Draw `body` at poses (T, 3) into frames (T, H, W, 3), all frames at once."""
-    resolution = frames.shape[2]
-    colour = np.asarray(body.colour, dtype=np.uint8)
+def _draw(planes: np.ndarray, body: Body, pose: np.ndarray, world_size: float) -> None:
+    """Draw `body` at poses (T, 3) into planes (T, 3, H, W), all frames at once."""
+    resolution = planes.shape[3]
+    colour = [int(c) for c in body.colour]
     for row in body.circles:
         centres = to_pixels(_posed(row[None, :2], pose)[:, 0], world_size, resolution)  # (T, 2)
-        fill_circle(frames, centres, row[2] * resolution / world_size, colour)
+        fill_circle(planes, centres, row[2] * resolution / world_size, colour)
     for poly in body.polygons:
-        fill_convex_polygon(frames, to_pixels(_posed(poly, pose), world_size, resolution), colour)
+        fill_convex_polygon(planes, to_pixels(_posed(poly, pose), world_size, resolution), colour)
 
 
 def render_video(
@@ -134,16 +136,17 @@ def render_video(
     """Frames (T, H, W, 3) uint8 of `bodies` at `poses` (T, N, 3: x, y, angle in world units).
 
     Static bodies (`dynamic[k]` false) are drawn once, at their first pose, into the background;
-    later bodies in the list are drawn over earlier ones.
+    later bodies in the list are drawn over earlier ones. The result is a view of channel-planar
+    (T, 3, H, W) memory, the layout `datagen.schema.encode_frames` stores without a copy.
     """
     num_frames = poses.shape[0]
-    background = np.full((1, resolution, resolution, 3), WHITE, dtype=np.uint8)
+    background = np.full((1, 3, resolution, resolution), 255, dtype=np.uint8)
     for k, body in enumerate(bodies):
         if not dynamic[k]:
             _draw(background, body, poses[:1, k], world_size)
-    frames = np.empty((num_frames, resolution, resolution, 3), dtype=np.uint8)
-    frames[:] = background
+    planes = np.empty((num_frames, 3, resolution, resolution), dtype=np.uint8)
+    planes[:] = background
     for k, body in enumerate(bodies):
         if dynamic[k]:
-            _draw(frames, body, poses[:, k], world_size)
-    return frames
+            _draw(planes, body, poses[:, k], world_size)
+    return planes.transpose(0, 2, 3, 1)

@@ -103,8 +103,14 @@ class Obj:
 
     def bounds(self) -> tuple[float, float, float, float]:
         """left, bottom, right, top of the axis-aligned bounding box."""
+        if not self.polygons and len(self.circles) == 1:  # a ball: the hot path of placement
+            cx, cy, r = self.circles[0]
+            c, s = math.cos(self.angle), math.sin(self.angle)
+            x, y = self.x + c * cx - s * cy, self.y + s * cx + c * cy
+            return x - r, y - r, x + r, y + r
         p = self.points()
-        return p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()
+        lo, hi = p.min(axis=0), p.max(axis=0)
+        return lo[0], lo[1], hi[0], hi[1]
 
     def describe(self) -> dict:
         """The `objects` column entry (geometry in the body frame, world units)."""
@@ -320,6 +326,8 @@ def _standing_sticks(rng, w: float) -> list[Obj]:
     return [_place(obj, angle, bottom=y * w, center_x=x * w)]
 
 
+STATIC_TYPES = ("static_balls", "static_bar")
+
 BUILDERS = {
     "dynamic_ball_1": lambda rng, w: _dynamic_ball(rng, w, "dynamic_ball_1"),
     "dynamic_ball_2": lambda rng, w: _dynamic_ball(rng, w, "dynamic_ball_2"),
@@ -338,43 +346,83 @@ def _shapes(obj: Obj, body: pymunk.Body) -> list[pymunk.Shape]:
     return shapes
 
 
+def world_pieces(obj: Obj) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The object's circles (k, 3) and polygons (each (n, 2)) in world coordinates."""
+    c, s = math.cos(obj.angle), math.sin(obj.angle)
+    rot = np.array([[c, -s], [s, c]])
+    at = np.array([obj.x, obj.y])
+    circles = obj.circles.copy()
+    circles[:, :2] = obj.circles[:, :2] @ rot.T + at
+    return circles, [p @ rot.T + at for p in obj.polygons]
+
+
+def _normals(poly: np.ndarray) -> np.ndarray:
+    edges = np.roll(poly, -1, axis=0) - poly
+    n = np.stack([edges[:, 1], -edges[:, 0]], axis=1)
+    return n / np.linalg.norm(n, axis=1, keepdims=True)
+
+
+def _depth_on(axes: np.ndarray, a_lo, a_hi, b_lo, b_hi) -> float:
+    """Separating-axis test: the smallest overlap of the two shapes' projections (<= 0: apart)."""
+    return float(np.minimum(a_hi - b_lo, b_hi - a_lo).min())
+
+
+def _poly_poly(p: np.ndarray, q: np.ndarray) -> float:
+    axes = np.concatenate([_normals(p), _normals(q)])
+    pa, qa = p @ axes.T, q @ axes.T  # (vertices, axes) projections
+    return _depth_on(axes, pa.min(0), pa.max(0), qa.min(0), qa.max(0))
+
+
+def _circle_poly(c: np.ndarray, p: np.ndarray) -> float:
+    nearest = p[np.argmin(((p - c[:2]) ** 2).sum(1))] - c[:2]
+    axes = _normals(p)
+    if nearest.any():  # the vertex axis completes the test for a circle
+        axes = np.concatenate([axes, nearest[None] / np.linalg.norm(nearest)])
+    pa, centre = p @ axes.T, axes @ c[:2]
+    return _depth_on(axes, pa.min(0), pa.max(0), centre - c[2], centre + c[2])
+
+
+def penetration(a: Obj, b: Obj) -> float:
+    """How deep two objects overlap (metres; <= 0 when apart): the largest depth over their
+    pairs of convex pieces, each the minimum translation that separates the pair."""
+    (ca, pa), (cb, pb) = world_pieces(a), world_pieces(b)
+    depths = [-math.inf]
+    depths += [c[2] + d[2] - math.dist(c[:2], d[:2]) for c in ca for d in cb]
+    depths += [_circle_poly(c, q) for c in ca for q in pb]
+    depths += [_circle_poly(d, p) for p in pa for d in cb]
+    depths += [_poly_poly(p, q) for p in pa for q in pb]
+    return max(depths)
+
+
+def outside(obj: Obj, w: float) -> float:
+    """How far the object sticks out of the scene [0, w]^2 (metres; <= 0 when inside)."""
+    x0, y0, x1, y1 = obj.bounds()
+    return max(-x0, -y0, x1 - w, y1 - w)
+
+
 class _Occupancy:
-    """The shapes placed so far, to test a candidate for overlaps and for leaving the scene."""
+    """The objects placed so far, to test a candidate for overlaps and for leaving the scene."""
 
     def __init__(self, w: float) -> None:
         self.w = w
-        self.space = pymunk.Space()
-        self.dynamic: dict[pymunk.Shape, bool] = {}
-
-    def _body(self, obj: Obj) -> pymunk.Body:
-        body = pymunk.Body(body_type=pymunk.Body.STATIC)
-        body.position, body.angle = (obj.x, obj.y), obj.angle
-        return body
+        self.placed: list[tuple[Obj, tuple[float, float, float, float]]] = []
 
     def fits(self, objs: list[Obj]) -> bool:
         """No object out of the scene, none overlapping a placed one (static pairs excepted)."""
         tol = OVERLAP_TOLERANCE
         for obj in objs:
-            x0, y0, x1, y1 = obj.bounds()
-            if x0 < -tol or y0 < -tol or x1 > self.w + tol or y1 > self.w + tol:
+            if outside(obj, self.w) > tol:
                 return False
-            for shape in _shapes(obj, self._body(obj)):
-                for hit in self.space.shape_query(shape):
-                    if (
-                        not (obj.dynamic or self.dynamic[hit.shape])
-                        or not hit.contact_point_set.points
-                    ):
-                        continue
-                    if min(p.distance for p in hit.contact_point_set.points) < -tol:
-                        return False
+            x0, y0, x1, y1 = obj.bounds()
+            for other, (u0, v0, u1, v1) in self.placed:
+                if not (obj.dynamic or other.dynamic) or u0 > x1 or x0 > u1 or v0 > y1 or y0 > v1:
+                    continue  # static pairs never move; disjoint boxes cannot overlap
+                if penetration(obj, other) > tol:
+                    return False
         return True
 
     def add(self, objs: list[Obj]) -> None:
-        for obj in objs:
-            body = self._body(obj)
-            shapes = _shapes(obj, body)
-            self.space.add(body, *shapes)
-            self.dynamic.update((s, obj.dynamic) for s in shapes)
+        self.placed += [(obj, obj.bounds()) for obj in objs]
 
 
 def _user_ball(rng, occ: _Occupancy, placed: list[Obj], w: float) -> Obj | None:
@@ -399,9 +447,12 @@ def _user_ball(rng, occ: _Occupancy, placed: list[Obj], w: float) -> Obj | None:
 def place_layout(template: int, rng: np.random.Generator, w: float) -> list[Obj]:
     """The template's objects, placed without overlaps (see the module docstring)."""
     kinds = template_objects(template)
+    # Static types first: they are the hardest to fit (a chain spans much of the scene) and a
+    # dynamic object that collides with them is cheap to redraw.
+    order = sorted(kinds, key=lambda kind: kind not in STATIC_TYPES)
     for _ in range(MAX_LAYOUTS):
         occ, placed = _Occupancy(w), []
-        for kind in kinds:
+        for kind in order:
             for _ in range(MAX_TRIES):
                 objs = BUILDERS[kind](rng, w)
                 if occ.fits(objs):

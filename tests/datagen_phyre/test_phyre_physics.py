@@ -1,0 +1,175 @@
+"""Invariants of the combinatorial scenes: placement, contacts, walls, energy, determinism."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from datagen.config import DatagenConfigError
+from datagen.sampling import SceneSpec
+from datagen.scenes import phyre
+
+W = phyre.WORLD_SIZE
+PIXEL = W / 256  # one pixel of a 256 x 256 video, in metres
+FRAMES, SUBSTEPS, FRAME_DT = 32, 20, 1 / 3
+
+
+def spec(**options) -> SceneSpec:
+    return SceneSpec(
+        scene="phyre", level=options.pop("level", "in_template"), sampling="random", count=0,
+        ranges={}, grid={}, exclude=[], options={"templates": "all", "videos_per_template": 1, **options},
+        world_size=W, frames=FRAMES, frame_dt=FRAME_DT, substeps=SUBSTEPS, seed=options.pop("seed", 0),
+    )  # fmt: skip
+
+
+def scene(template: int, seed: int) -> list[phyre.Obj]:
+    rng = np.random.default_rng([seed, template])
+    layout = phyre.place_layout(template, rng, W)
+    user = phyre.place_user_ball(layout, rng, W)
+    assert user is not None
+    return [*layout, user]
+
+
+def posed(objs: list[phyre.Obj], traj: phyre.Trajectory, f: int) -> list[phyre.Obj]:
+    out = []
+    for k, o in enumerate(objs):
+        p = phyre.Obj(o.type, o.dynamic, o.colour, o.circles, o.polygons, o.shape, o.size)
+        (p.x, p.y), p.angle = traj.positions[f, k], traj.angles[f, k]
+        out.append(p)
+    return out
+
+
+def worst_overlap(objs: list[phyre.Obj]) -> float:
+    """Deepest overlap between two objects that can collide (static pairs never do)."""
+    return max(
+        phyre.penetration(a, b)
+        for i, a in enumerate(objs)
+        for b in objs[:i]
+        if a.dynamic or b.dynamic
+    )
+
+
+def test_penetration_depth_of_simple_pairs():
+    bar = phyre.bar("dynamic_bar", 10.0, 1.0, True)
+    other = phyre.bar("dynamic_bar", 10.0, 1.0, True)
+    other.angle = np.pi / 2  # a cross: the shortest push slides one bar out along the other
+    assert phyre.penetration(bar, other) == pytest.approx(5.0 + 0.5)
+    other.x = 20.0
+    assert phyre.penetration(bar, other) < 0
+    ball = phyre.ball("user_ball", 2.0, True, phyre.RED)
+    ball.y = 2.4  # resting 0.1 into the bar's top face at y = 0.5
+    assert phyre.penetration(ball, bar) == pytest.approx(0.1)
+    ball.x, ball.y = 6.0, 1.5  # near the corner (5, 0.5): the vertex axis decides
+    assert phyre.penetration(ball, bar) == pytest.approx(2.0 - np.hypot(1.0, 1.0))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_layouts_have_no_overlap_and_stay_inside(seed):
+    for template in range(70):
+        objs = scene(template, seed)
+        kinds = {o.type for o in objs}
+        assert kinds - {"user_ball"} == set(phyre.template_objects(template))
+        assert [o.type for o in objs].count("user_ball") == 1
+        assert worst_overlap(objs) <= phyre.OVERLAP_TOLERANCE
+        assert max(phyre.outside(o, W) for o in objs) <= phyre.OVERLAP_TOLERANCE
+
+
+def check_trajectory(objs: list[phyre.Obj]) -> None:
+    traj = phyre.simulate_objects(objs, W, FRAMES, SUBSTEPS, FRAME_DT)
+    dyn = np.isfinite(traj.mass)
+    # Objects start at rest; static ones never move.
+    assert not traj.velocities[0].any() and not traj.angular_velocities[0].any()
+    assert (traj.positions[:, ~dyn] == traj.positions[:1, ~dyn]).all()
+    # Contacts: overlaps stay within 1.5 pixels of a 256 x 256 video; nothing crosses a wall.
+    for f in range(FRAMES):
+        at = posed(objs, traj, f)
+        assert worst_overlap(at) < 1.5 * PIXEL, f"frame {f}"
+        assert max(phyre.outside(o, W) for o in at) < 1.5 * PIXEL, f"frame {f}"
+    # Energy never grows beyond the integrator's known free-fall excess: semi-implicit Euler
+    # overshoots the height of a falling body by g dt t / 2, i.e. m g^2 dt t / 2 of energy.
+    m, inertia = traj.mass[dyn], traj.moment[dyn]
+    v, w, y = traj.velocities[:, dyn], traj.angular_velocities[:, dyn], traj.positions[:, dyn, 1]
+    energy = (0.5 * m * (v**2).sum(-1) + 0.5 * inertia * w**2 + m * phyre.GRAVITY * y).sum(-1)
+    t = np.arange(FRAMES) * FRAME_DT
+    excess = m.sum() * phyre.GRAVITY**2 * (FRAME_DT / SUBSTEPS) * t / 2
+    assert (energy <= energy[0] + excess + 1e-9 * energy[0]).all()
+    # Something happens: gravity moved the dynamic objects.
+    assert np.abs(traj.positions[-1, dyn] - traj.positions[0, dyn]).max() > 1.0
+
+
+@pytest.mark.parametrize("template", range(0, 70, 5))
+def test_simulation_invariants(template):
+    check_trajectory(scene(template, seed=3))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [4, 5])
+def test_simulation_invariants_every_template(seed):
+    for template in range(70):
+        check_trajectory(scene(template, seed))
+
+
+def sample_bytes(index: int) -> bytes:
+    s = spec()
+    params = phyre.sample_params(s, index, np.random.default_rng([0, index]))
+    states = phyre.simulate(params, s)
+    frames = phyre.render(states, W, 64)
+    return (
+        b"".join(
+            np.ascontiguousarray(a).tobytes()
+            for a in (frames, states.positions, states.velocities, states.angles)
+        )
+        + repr(params).encode()
+    )
+
+
+def test_same_seed_same_bytes():
+    assert sample_bytes(7) == sample_bytes(7)
+    assert sample_bytes(7) != sample_bytes(8)
+    # And in a fresh interpreter (other hash seed, other import order).
+    code = (
+        "import hashlib, sys; sys.path.insert(0, 'tests/datagen_phyre');"
+        "from test_phyre_physics import sample_bytes;"
+        "print(hashlib.sha256(sample_bytes(7)).hexdigest())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == hashlib.sha256(sample_bytes(7)).hexdigest()
+
+
+def test_layouts_per_template_share_layouts_not_red_balls():
+    s = spec(templates="train6", videos_per_template=4, layouts_per_template=2)
+    p = [phyre.sample_params(s, i, np.random.default_rng([0, i])) for i in range(4)]
+    assert [q["template"] for q in p] == [3, 3, 3, 3]
+    assert p[0]["objects"][:-1] == p[2]["objects"][:-1]  # layout 0 twice
+    assert p[0]["objects"][-1] != p[2]["objects"][-1]  # with its own red ball
+    assert p[0]["objects"][:-1] != p[1]["objects"][:-1]
+    # An eval set from another seed draws other layouts: held out within the template.
+    e = spec(templates="train6", videos_per_template=4, layouts_per_template=2, seed=1)
+    q = phyre.sample_params(e, 0, np.random.default_rng([1, 0]))
+    assert q["objects"][:-1] not in [r["objects"][:-1] for r in p]
+
+
+def test_validate_and_count():
+    assert phyre.count(spec(templates="train30", videos_per_template=3)) == 90
+    phyre.validate(spec(templates="out_template", level="out_template"))
+    with pytest.raises(DatagenConfigError, match="out_template"):
+        phyre.validate(spec(templates="train6", level="out_template"))
+    with pytest.raises(DatagenConfigError, match="held-out"):
+        phyre.validate(spec(templates="all"))
+    with pytest.raises(DatagenConfigError, match=r"options\.templates"):
+        phyre.validate(spec(templates="7-99"))
+
+
+def test_unplaceable_template_is_a_clear_error(monkeypatch):
+    def too_big(rng, w):
+        return [phyre.bar("dynamic_bar", 2 * w, 1.0, True)]  # longer than the scene
+
+    monkeypatch.setitem(phyre.BUILDERS, "dynamic_bar", too_big)
+    monkeypatch.setattr(phyre, "MAX_LAYOUTS", 2)
+    monkeypatch.setattr(phyre, "MAX_TRIES", 3)
+    with pytest.raises(phyre.PlacementError, match=r"template 5 .*dynamic_bar.*2 attempts"):
+        phyre.place_layout(5, np.random.default_rng(0), W)
