@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # cluster.sh start|stop -- a throw-away Slurm cluster on 127.0.0.1 for the Slurm tests.
 #
-# Starts munged, slurmctld and one slurmd (node `cpu1`, the real CPUs of this machine) from
+# Starts munged, slurmctld and one slurmd (node `cpu1`, which runs the jobs on this machine) from
 # Debian's packages, without systemd or cgroups; everything lives under one directory. Beside the
 # real node it declares PHYWORLD_CI_GPU_NODES fake GPU nodes (gpu[1-K], 8 GPUs each, the paper's
 # A100 nodes) in partition `gpu`, served by extra slurmd daemons that report the configured
@@ -14,6 +14,7 @@
 #                              (short: munge's socket path must be < 108 bytes)
 #       PHYWORLD_CI_PORT       slurmctld port; slurmds use the next ones  [6817]
 #       PHYWORLD_CI_GPU_NODES  fake 8-GPU nodes                [8]
+#       PHYWORLD_CI_CPUS       CPUs node cpu1 declares         [8]
 #       PHYWORLD_CI_TIMEOUT    seconds to wait for idle nodes  [60]
 # `start` prints `export SLURM_CONF=...` (all a client needs) and writes $DIR/env.sh.
 # `stop` cancels every job, then stops the daemons by their pid files.
@@ -76,6 +77,7 @@ start() {
   fi
   rm -rf "$DIR/state" "$DIR/log" "$DIR/run" "$DIR/munge"
   mkdir -p "$DIR/etc" "$DIR/state/ctld" "$DIR/state/d" "$DIR/log" "$DIR/run"
+  chmod 755 "$DIR" # munged needs every directory above its socket traversable
   trap 'log "start failed"; tail -n 20 "$DIR"/log/*.log >&2 || true; stop' ERR
 
   # munge: own key, socket and pid file under $DIR
@@ -90,7 +92,9 @@ start() {
   munge -n -S "$m/munge.socket" | unmunge -S "$m/munge.socket" >/dev/null
 
   local cpus mem_mb gpu_nodes="" gpu_partition=""
-  cpus=$(nproc)
+  # More CPUs than the host has (config_overrides): a training job, its eval watcher and a
+  # reference run fit side by side, as they would on a real cluster.
+  cpus=${PHYWORLD_CI_CPUS:-8}
   # RealMemory above what slurmd detects drains the node; leave room for the fake nodes' claim
   mem_mb=$(($(awk '/^MemTotal:/{print $2}' /proc/meminfo) / 1024 / 2))
   if [ "$NGPU_NODES" -gt 0 ]; then
