@@ -206,6 +206,8 @@ def prune(root: Path, keep_last: int) -> None:
     complete = sorted(p for p in root.glob("step_*") if is_complete(p))
     for old in complete[: max(0, len(complete) - keep_last)]:
         shutil.rmtree(old, ignore_errors=True)
+    for crashed in root.glob(".tmp_step_*"):  # saves killed mid-way (no save is running now)
+        shutil.rmtree(crashed, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,10 +22,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+
+import phyworld  # noqa: F401  (makes `import streaming` safe: must come first)
+
+# isort: split
 from streaming import StreamingDataLoader, StreamingDataset
 from streaming.base.util import clean_stale_shared_memory
 
-import phyworld  # noqa: F401  (makes `import streaming` safe)
+from datagen import schema  # registers the `video_zstd` frames encoding (in loader workers too)
 from training.config import DataConfig
 
 
@@ -37,9 +41,7 @@ def decode_frames(value: Any) -> np.ndarray:
     """The `frames` column as a (T, H, W, 3) uint8 array, whichever way the MDS column decoded."""
     if isinstance(value, np.ndarray):
         return value
-    from datagen.schema import decode_frames as datagen_decode
-
-    return datagen_decode(value)
+    return schema.decode_frames(value)
 
 
 def video_tensor(frames: np.ndarray, num_frames: int, resolution: int) -> torch.Tensor:
@@ -97,7 +99,7 @@ def check_manifest(path: str) -> None:
         try:
             from datagen.shards import verify_manifest
 
-            verify_manifest(path)
+            verify_manifest(path)  # sizes and index hash; `checksums=True` would read every shard
         except Exception as err:  # any failure is reported on every rank, not only rank 0
             error[0] = f"{type(err).__name__}: {err}"
     if dist.is_initialized():

@@ -54,15 +54,15 @@ def _suggest_accum(global_batch: int, micro: int, dp_size: int) -> str:
 def lr_multiplier(step: int, cfg: TrainConfig) -> float:
     """Linear warmup to 1, then constant or cosine down to `min_lr_ratio` at `max_steps`."""
     o = cfg.optim
+    if o.schedule not in ("constant", "cosine"):
+        raise EngineConfigError(f"optim.schedule={o.schedule!r}: use constant or cosine")
     if o.warmup_steps > 0 and step < o.warmup_steps:
         return (step + 1) / o.warmup_steps
     if o.schedule == "constant":
         return 1.0
-    if o.schedule == "cosine":
-        span = max(1, cfg.max_steps - o.warmup_steps)
-        progress = min(1.0, (step - o.warmup_steps) / span)
-        return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    raise EngineConfigError(f"optim.schedule={o.schedule!r}: use constant or cosine")
+    span = max(1, cfg.max_steps - o.warmup_steps)
+    progress = min(1.0, (step - o.warmup_steps) / span)
+    return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def deepspeed_config(cfg: TrainConfig, dp_size: int) -> dict[str, Any]:

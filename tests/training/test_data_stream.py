@@ -1,0 +1,93 @@
+"""The training loader: MDS from a local directory or the S3 server, decoded and resized, resumable
+mid-epoch, and refusing a dataset that does not match its manifest."""
+
+from __future__ import annotations
+
+import gc
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_dataset
+
+from phyworld.config import load_config
+from training.config import DataConfig, TrainConfig
+from training.data import DataError, build_dataloader
+
+
+def data_config(path: str, *overrides: str) -> DataConfig:
+    cfg = load_config(
+        TrainConfig,
+        [
+            "output_dir=/unused",
+            f"data.path={path}",
+            "data.frames=8",
+            "data.resolution=32",
+            "data.num_workers=0",
+            *overrides,
+        ],
+    )
+    return cfg.data
+
+
+def first_batches(
+    cfg: DataConfig, run_dir: Path, n: int, state: dict | None = None
+) -> tuple[list[torch.Tensor], dict]:
+    loader = build_dataloader(
+        cfg, micro_batch_size=4, sequence_parallel_size=1, run_dir=str(run_dir)
+    )
+    if state is not None:
+        loader.load_state_dict(state)
+    out, saved = [], {}
+    for i, batch in enumerate(loader):
+        out.append(batch["video"])
+        if i == 1:
+            saved = loader.state_dict()
+        if len(out) == n:
+            break
+    del loader
+    gc.collect()
+    return out, saved
+
+
+def test_videos_decoded_resized_and_resumed(tiny_dataset: Path, tmp_path: Path) -> None:
+    cfg = data_config(str(tiny_dataset))
+    batches, state = first_batches(cfg, tmp_path, 4)
+    assert batches[0].shape == (4, 3, 8, 32, 32) and batches[0].dtype == torch.float32
+    assert (
+        batches[0].min() >= -1 and batches[0].max() <= 1 and batches[0].max() == 1
+    )  # white background
+    assert not torch.equal(batches[0], batches[1])
+    # A new loader given the state after batch 2 continues with batches 3 and 4.
+    resumed, _ = first_batches(cfg, tmp_path, 2, state)
+    assert torch.equal(resumed[0], batches[2]) and torch.equal(resumed[1], batches[3])
+
+    small, _ = first_batches(data_config(str(tiny_dataset), "data.resolution=16"), tmp_path, 1)
+    assert small[0].shape == (4, 3, 8, 16, 16)
+    assert torch.allclose(
+        small[0], torch.nn.functional.avg_pool3d(batches[0], (1, 2, 2)), atol=1e-5
+    )
+
+
+def test_too_many_frames_asked(tiny_dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"samples have 8 frames but data.frames=16"):
+        first_batches(data_config(str(tiny_dataset), "data.frames=16"), tmp_path, 1)
+
+
+def test_dataset_not_matching_its_manifest(tiny_dataset: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_dataset, broken)
+    shard = next(broken.rglob("shard.*.mds"))
+    shard.write_bytes(shard.read_bytes()[:-10])
+    with pytest.raises(DataError, match=r"does not match its manifest.*regenerate"):
+        first_batches(data_config(str(broken)), tmp_path, 1)
+
+
+def test_streams_from_s3(s3_url: str, tmp_path: Path) -> None:
+    make_dataset(s3_url, count=16)
+    batches, _ = first_batches(
+        data_config(s3_url, f"data.cache_dir={tmp_path / 'cache'}"), tmp_path, 2
+    )
+    assert batches[1].shape == (4, 3, 8, 32, 32)
+    assert any((tmp_path / "cache").rglob("shard.*"))  # really downloaded
