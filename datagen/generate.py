@@ -47,11 +47,13 @@ class Plan:
         return range(lo, min(lo + self.cfg.part_size, self.count))
 
 
-def dataset_yaml(cfg: DatagenConfig) -> str:
-    """The config as saved with the dataset: everything but how the run was executed."""
+def dataset_yaml(cfg: DatagenConfig, name: str) -> str:
+    """The config as saved with the dataset: what it holds, not where it is or how it was run
+    (so a dataset is byte-identical whatever the worker count and location)."""
     data = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
-    for key in RUN_KEYS:
+    for key in (*RUN_KEYS, "output"):
         data.pop(key, None)
+    data["name"] = name
     return yaml.safe_dump(data, sort_keys=True)
 
 
@@ -91,7 +93,7 @@ def make_plan(cfg: DatagenConfig) -> Plan:
         starts=np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64),
         count=total,
         num_parts=math.ceil(total / cfg.part_size),
-        config_yaml=dataset_yaml(cfg),
+        config_yaml=dataset_yaml(cfg, name),
     )
 
 
