@@ -528,20 +528,18 @@ def simulate_objects(
     """Run the scene from rest; frame k is the state after k * substeps steps of frame_dt/substeps."""
     space, bodies = _space(objs, w)
     dt = frame_dt / substeps
-    damping = (
-        1.0 / (1.0 + dt * ANGULAR_DAMPING)
-    ) ** substeps  # Box2D's per-step factor, compounded
-    n = len(bodies)
-    out = np.zeros((frames, n, 6))
-    moving = [b for b in bodies if b.body_type == pymunk.Body.DYNAMIC]
-    for f in range(frames):
-        if f:
-            for _ in range(substeps):
-                space.step(dt)
-            for b in moving:
-                if not b.is_sleeping:  # setting a velocity would wake it
-                    b.angular_velocity *= damping
-        for i, b in enumerate(bodies):
+    # Box2D's per-step angular damping, compounded over a frame.
+    damping = (1.0 / (1.0 + dt * ANGULAR_DAMPING)) ** substeps
+    out = np.zeros((frames, len(bodies), 6))
+    for i, b in enumerate(bodies):  # static bodies keep their first state: record it once
+        out[:, i, :3] = *b.position, b.angle
+    moving = [(i, b) for i, b in enumerate(bodies) if b.body_type == pymunk.Body.DYNAMIC]
+    for f in range(1, frames):
+        for _ in range(substeps):
+            space.step(dt)
+        for i, b in moving:
+            if not b.is_sleeping:  # setting a velocity would wake it
+                b.angular_velocity *= damping
             (px, py), (vx, vy) = b.position, b.velocity
             out[f, i] = px, py, b.angle, vx, vy, b.angular_velocity
     dynamic = np.array([b.body_type == pymunk.Body.DYNAMIC for b in bodies])

@@ -1,0 +1,102 @@
+"""Combinatorial (PHYRE-like) videos per second per core at 256 x 256 x 32, end to end.
+
+    python bench/datagen_phyre.py [--videos 70] [--resolution 256]
+
+End to end = placement + physics + rendering + the lossless frame encoding the dataset stores
+(`datagen.schema.encode_frames`), one process, timed in CPU seconds of this process (so a busy
+machine slows the wall clock, not the figure). Prints each stage's share, then the ratio
+against a baseline measured in the same run on the same scenes: the same physics and encoding
+with a full-frame renderer (every pixel of every frame tested against every object, the
+authors' approach), so only the renderer differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from datagen.render_shapes import to_pixels
+from datagen.sampling import SceneSpec
+from datagen.scenes import phyre
+from datagen.schema import encode_frames
+
+
+def full_frame_render(states, world_size: float, resolution: int) -> np.ndarray:
+    """The baseline: each frame, each object tested on the whole pixel grid."""
+    t_count = states.positions.shape[0]
+    frames = np.full((t_count, resolution, resolution, 3), 255, dtype=np.uint8)
+    jj, ii = np.mgrid[0:resolution, 0:resolution] + 0.5
+    for k, body in enumerate(phyre.render_bodies(states.objects)):
+        for t in range(t_count):
+            (x, y), a = states.positions[t, k], states.angles[t, k]
+            c, s = np.cos(a), np.sin(a)
+            rot = np.array([[c, -s], [s, c]])
+            mask = np.zeros((resolution, resolution), dtype=bool)
+            for cx, cy, r in body.circles:
+                cu, cv = to_pixels(rot @ (cx, cy) + (x, y), world_size, resolution)
+                rp = r * resolution / world_size
+                mask |= (ii - cu) ** 2 + (jj - cv) ** 2 <= rp * rp
+            for poly in body.polygons:
+                uv = to_pixels(poly @ rot.T + (x, y), world_size, resolution)
+                p, q = uv, np.roll(uv, -1, axis=0)
+                inside = np.ones_like(mask)
+                for (pu, pv), (qu, qv) in zip(p, q):
+                    inside &= (qu - pu) * (jj - pv) - (qv - pv) * (ii - pu) <= 0
+                mask |= inside
+            frames[t][mask] = body.colour
+    return frames
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--videos", type=int, default=70, help="one per template, cycling")
+    ap.add_argument("--baseline-videos", type=int, default=7)
+    ap.add_argument("--resolution", type=int, default=256)
+    args = ap.parse_args()
+    spec = SceneSpec(
+        scene="phyre", level="in_template", sampling="random", count=0, ranges={}, grid={},
+        exclude=[], options={"templates": "all", "videos_per_template": 1},
+        world_size=phyre.WORLD_SIZE, frames=32, frame_dt=1 / 3, substeps=20, seed=0,
+    )  # fmt: skip
+    clock = time.process_time
+    cost = {"placement": 0.0, "physics": 0.0, "render": 0.0, "encode": 0.0}
+    kept = []
+    for i in range(args.videos):
+        t0 = clock()
+        params = phyre.sample_params(spec, i % 70, np.random.default_rng([0, i]))
+        t1 = clock()
+        states = phyre.simulate(params, spec)
+        t2 = clock()
+        frames = phyre.render(states, spec.world_size, args.resolution)
+        t3 = clock()
+        encode_frames(frames)
+        t4 = clock()
+        for key, dt in zip(cost, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            cost[key] += dt
+        if len(kept) < args.baseline_videos:
+            kept.append((states, cost["placement"] + cost["physics"], t3 - t2, t4 - t3))
+    total = sum(cost.values())
+    ours = args.videos / total
+    print(f"phyre {args.resolution}x{args.resolution}x32, {args.videos} videos, 1 core:")
+    print(f"  ours:     {ours:7.1f} videos/s/core end to end ({1000 / ours:.1f} ms/video)")
+    for key, dt in cost.items():
+        print(f"    {key:10s} {1000 * dt / args.videos:6.2f} ms/video  {100 * dt / total:5.1f} %")
+    # Baseline on the first videos: same physics and encoding, full-frame rendering.
+    per_video_phys = cost["placement"] / args.videos + cost["physics"] / args.videos
+    t0 = clock()
+    for states, *_ in kept:
+        encode_frames(full_frame_render(states, spec.world_size, args.resolution))
+    base_render_encode = (clock() - t0) / len(kept)
+    ours_render = sum(r for *_, r, _ in kept) / len(kept)
+    base = 1 / (per_video_phys + base_render_encode)
+    print(f"  baseline: {base:7.1f} videos/s/core end to end (full-frame rendering)")
+    print(
+        f"  render speedup {(base_render_encode - cost['encode'] / args.videos) / ours_render:.1f}x, "
+        f"end-to-end ratio ours/baseline = {ours / base:.1f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
