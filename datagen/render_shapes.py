@@ -150,3 +150,47 @@ def render_video(
         if dynamic[k]:
             _draw(planes, body, poses[:, k], world_size)
     return planes.transpose(0, 2, 3, 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# `compound` and `polygon` objects in `datagen.render.render` (the generic States renderer)
+# ----------------------------------------------------------------------------------------------
+
+
+def _pieces(obj: dict) -> list[np.ndarray]:
+    if obj["shape"] == "compound":
+        return [np.asarray(p, dtype=np.float64) for p in obj["pieces"]]
+    return [np.asarray(obj["vertices"], dtype=np.float64)]
+
+
+def draw_pieces(canvas, obj: dict, uv: np.ndarray, angles: np.ndarray, scale: float, style: str):
+    """A `datagen.render.DRAWERS` entry: hard-edged convex pieces (both styles: PHYRE has no
+    soft edge), painted through the generic canvas so they layer with the other shapes."""
+    from datagen.render import patch_offsets
+
+    pieces = _pieces(obj)
+    extent = max(float(np.linalg.norm(p, axis=1).max()) for p in pieces) * scale
+    rows0, cols0, dx, dy = patch_offsets(uv, extent)  # offsets in pixels, world axes (y up)
+    c, s = np.cos(angles)[:, None], np.sin(angles)[:, None]
+    inside = np.zeros((len(uv), dy.shape[1], dx.shape[2]), dtype=bool)
+    for p in pieces:
+        x = (c * p[None, :, 0] - s * p[None, :, 1]) * scale  # (T, n) vertices around the centre
+        y = (s * p[None, :, 0] + c * p[None, :, 1]) * scale
+        ex, ey = np.roll(x, -1, axis=1) - x, np.roll(y, -1, axis=1) - y
+        side = [
+            ex[:, k, None, None] * (dy - y[:, k, None, None])
+            - ey[:, k, None, None] * (dx - x[:, k, None, None])
+            for k in range(p.shape[0])
+        ]
+        inside |= np.all(np.stack(side) >= 0, axis=0) | np.all(np.stack(side) <= 0, axis=0)
+    canvas.paint(obj["colour"], inside.astype(np.float32), rows0, cols0)
+
+
+def _register() -> None:
+    from datagen.render import DRAWERS
+
+    DRAWERS.setdefault("compound", draw_pieces)
+    DRAWERS.setdefault("polygon", draw_pieces)
+
+
+_register()

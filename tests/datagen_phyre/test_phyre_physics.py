@@ -107,10 +107,9 @@ def test_simulation_invariants(template):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [4, 5])
-def test_simulation_invariants_every_template(seed):
+def test_simulation_invariants_every_template():
     for template in range(70):
-        check_trajectory(scene(template, seed))
+        check_trajectory(scene(template, seed=4))
 
 
 def sample_bytes(index: int) -> bytes:
