@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import TINY_CONFIG, run_training
@@ -128,3 +129,24 @@ def test_cli_reports_a_model_size_change_clearly(tiny_run: tuple[Path, list[str]
     assert result.returncode == 2
     assert "training: error: checkpoint" in result.stderr and "another model" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_generator_continues_videos(tiny_run: tuple[Path, list[str]], tiny_dataset: Path) -> None:
+    from datagen.shards import iter_samples
+    from training.inference import load_generator
+
+    run = tiny_run[0]
+    gen = load_generator(run)  # a run directory resolves to its newest checkpoint
+    assert gen.checkpoint.name.startswith("step_") and gen.config.model.size == "tiny"
+    videos = np.stack([s["frames"] for _, s in zip(range(2), iter_samples(str(tiny_dataset)))])
+    out = gen.generate(videos, cond_frames=3, steps=4, seed=1)
+    assert out.shape == videos.shape and out.dtype == np.uint8
+    assert np.array_equal(out[:, :3], videos[:, :3])  # the given frames come back unchanged
+    assert np.array_equal(out, gen.generate(videos, cond_frames=3, steps=4, seed=1))
+    assert not np.array_equal(
+        out[:, 3:], gen.generate(videos, cond_frames=3, steps=4, seed=2)[:, 3:]
+    )
+    raw = load_generator(run / "checkpoints" / f"step_{STEPS:08d}", ema=False)
+    assert not torch.equal(raw.model.final_layer.linear.weight, gen.model.final_layer.linear.weight)
+    with pytest.raises(ValueError, match=r"uint8 frames of shape \(B, T, H, W, 3\)"):
+        gen.generate(videos[0], cond_frames=3)
