@@ -1,0 +1,93 @@
+"""`python -m training.study`: the plan, the dry run, skipping what is done, real submission."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from phyworld.config import ConfigError, load_config
+from training.study import StudyConfig, main, plan, summary
+
+REPO = Path(__file__).resolve().parents[2]
+STUDIES = sorted((REPO / "configs" / "studies").glob("*_scaling.yaml"))
+
+
+def dry_run(study: Path, tmp_path: Path, capsys, monkeypatch, *overrides: str) -> str:
+    """`python -m training.study STUDY dry_run=true`, in this process; returns what it prints."""
+    monkeypatch.setenv("PHYWORLD_DATA_ROOT", f"{tmp_path}/data")
+    monkeypatch.setenv("PHYWORLD_RUN_ROOT", f"{tmp_path}/runs")
+    capsys.readouterr()
+    main([str(study), "dry_run=true", *overrides])
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("study", STUDIES, ids=lambda p: p.stem)
+def test_dry_run_prints_a_runnable_chain_and_the_gpu_hours(
+    study: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    out = dry_run(study, tmp_path, capsys, monkeypatch)
+    cfg = load_config(StudyConfig, [str(study)])
+    runs = sum(len(g.models) * len(g.train_sets) for g in cfg.grids)
+    lines = [line for line in out.splitlines() if "submit.sh" in line]
+    # every dataset, every run and its eval watcher, one report
+    assert len(lines) == len(cfg.datasets) + 2 * runs + 1
+    script = tmp_path / "study.sh"
+    script.write_text("\n".join(lines) + "\n")
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    # each training run waits for its training set; the report waits for every run and watcher
+    train_s = next(line for line in lines if "-train-dit_s_" in line)
+    assert re.search(r"--dependency=afterok:\$PW_\w+_DATA_\w+", train_s)
+    report = lines[-1]
+    assert report.count("afterok:") == 2 * runs and "slurm/report.sh" in report
+    # the estimate: one line per run, bigger models cost more, a total
+    hours = {
+        m.group(1): float(m.group(2)) for m in re.finditer(r"train-dit_(\w)_\S+\s+\d+\s+(\d+)", out)
+    }
+    assert 0 < hours["s"] < hours["b"] < hours["l"]
+    assert "total left to do" in out
+
+
+def test_resubmitting_skips_finished_datasets_and_runs(tmp_path: Path, capsys, monkeypatch) -> None:
+    study_yaml = REPO / "configs" / "studies" / "uniform_scaling.yaml"
+    data, runs = tmp_path / "data" / "uniform_scaling", tmp_path / "runs" / "uniform_scaling"
+    (data / "uniform_30k").mkdir(parents=True)
+    (data / "uniform_30k" / "manifest.json").write_text("{}")
+    finished = runs / "dit_s_uniform_30k" / "checkpoints"
+    (finished / "step_00100000").mkdir(parents=True)
+    (finished / "step_00100000" / "meta.json").write_text(json.dumps({"step": 100_000}))
+    (finished / "latest").write_text("step_00100000")
+    halfway = runs / "dit_b_uniform_30k" / "checkpoints"
+    (halfway / "step_00050000").mkdir(parents=True)
+    (halfway / "step_00050000" / "meta.json").write_text(json.dumps({"step": 50_000}))
+    (halfway / "latest").write_text("step_00050000")
+
+    overrides = [f"data_root={data}", f"run_root={runs}"]
+    jobs = {j.name: j for j in plan(load_config(StudyConfig, [str(study_yaml), *overrides]))}
+    assert jobs["pw-uniform_scaling-data-uniform_30k"].done
+    assert not jobs["pw-uniform_scaling-data-uniform_300k"].done
+    assert jobs["pw-uniform_scaling-train-dit_s_uniform_30k"].done
+    assert not jobs["pw-uniform_scaling-train-dit_b_uniform_30k"].done  # resumes, not skipped
+
+    out = dry_run(study_yaml, tmp_path, capsys, monkeypatch, *overrides)
+    assert "done     pw-uniform_scaling-data-uniform_30k" in out
+    assert "done     pw-uniform_scaling-train-dit_s_uniform_30k" in out
+    submitted = [line for line in out.splitlines() if "submit.sh" in line]
+    b_30k = next(line for line in submitted if "-train-dit_b_uniform_30k " in line)
+    assert "--dependency" not in b_30k  # its dataset is done: nothing to wait for
+    left = summary(list(jobs.values()), load_config(StudyConfig, [str(study_yaml)]).cost)
+    total = re.search(r"total left to do\s+(\d+)\s+\(of (\d+)\)", left)
+    assert total and int(total.group(1)) < int(total.group(2))
+
+
+def test_unknown_dataset_in_a_grid_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: bad\ndatasets: {a: {config: configs/data/uniform_30k.yaml}}\n"
+        "grids: [{name: g, train_config: configs/studies/kinematics_dit.yaml, models: [S], train_sets: [nope]}]\n"
+    )
+    with pytest.raises(ConfigError, match="dataset 'nope' is used by a grid but not defined"):
+        main([str(bad), "dry_run=true", f"data_root={tmp_path}", f"run_root={tmp_path}"])

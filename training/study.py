@@ -1,0 +1,361 @@
+"""`python -m training.study configs/studies/NAME.yaml [dry_run=true] [key=value ...]`
+
+Submits a whole scaling study to Slurm as one chain of jobs:
+
+  datasets (datagen job arrays) -> training runs (model size x training set, per grid)
+                                -> an eval watcher beside each run
+  all runs and watchers         -> one report job (the table and the figure-3 plot)
+
+each link a `--dependency`. Re-submitting skips what is done (a dataset with its manifest, a run
+whose latest checkpoint reached `max_steps`) and waits on what is already queued or running (a
+job of the same name) instead of submitting it twice. `dry_run=true` prints the sbatch lines and
+the GPU-hours estimate, and submits nothing.
+
+Every sbatch goes through `slurm/submit.sh`, so the site settings of `slurm/site.sh` apply.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from phyworld.config import ConfigError, load_config
+from training.config import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+SUBMIT = REPO / "slurm" / "submit.sh"
+
+
+# ---------------------------------------------------------------------------------------------
+#                                          Config
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DatasetSpec:
+    """One dataset of the study: a datagen config, written by a job array of `tasks` workers."""
+
+    config: str = "???"  # datagen YAML, relative to the repository
+    overrides: list[str] = field(default_factory=list)
+    tasks: int = 1  # array tasks (parallel datagen workers)
+
+
+@dataclass
+class GridSpec:
+    """Training runs: every model size x every training set, all with the same train config."""
+
+    name: str = "???"  # e.g. uniform; runs are named dit_{size}_{train_set}
+    train_config: str = "???"  # training YAML, relative to the repository
+    models: list[str] = field(default_factory=lambda: ["S", "B", "L"])
+    train_sets: list[str] = field(default_factory=list)  # keys of `datasets`
+    eval_sets: list[str] = field(default_factory=list)  # keys of `datasets`, split eval
+    eval_kind: str = "kinematic"  # kinematic | combinatorial
+    overrides: list[str] = field(default_factory=list)  # key=value for every run of the grid
+
+
+@dataclass
+class CostModel:
+    """How the GPU-hours estimate turns FLOPs into time: a GPU's peak and the fraction reached."""
+
+    peak_tflops: float = 312.0  # A100 bf16 dense
+    mfu: float = 0.35  # model FLOPs utilisation assumed
+
+
+@dataclass
+class StudyConfig:
+    name: str = "???"
+    data_root: str = ""  # default: $PHYWORLD_DATA_ROOT/{name}
+    run_root: str = ""  # default: $PHYWORLD_RUN_ROOT/{name}
+    datasets: dict[str, DatasetSpec] = field(default_factory=dict)
+    grids: list[GridSpec] = field(default_factory=list)
+    eval_config: str = ""  # eval YAML for the watchers ("" : no eval watchers)
+    eval_overrides: list[str] = field(default_factory=list)
+    train_sbatch: list[str] = field(default_factory=list)  # extra sbatch options, training jobs
+    sbatch: list[str] = field(default_factory=list)  # extra sbatch options, every job
+    cost: CostModel = field(default_factory=CostModel)
+    dry_run: bool = False
+    hold: bool = False  # submit every job held (release with `scontrol release`)
+
+
+# ---------------------------------------------------------------------------------------------
+#                                        The plan
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    """One sbatch of the study: its name, script and arguments, and the names it waits for."""
+
+    name: str
+    script: str  # slurm/<script>.sh, relative to the repository
+    args: list[str]
+    after_ok: list[str] = field(default_factory=list)  # start once these succeeded
+    after_start: list[str] = field(default_factory=list)  # start once these started
+    sbatch: list[str] = field(default_factory=list)
+    done: bool = False  # its output already exists: not submitted
+    gpus: int = 0  # training runs: GPUs the job asks for
+    gpu_hours: float = 0.0  # training runs: the estimate
+
+    def sbatch_line(self, ids: dict[str, str], hold: bool) -> list[str]:
+        """The submit.sh command line, with dependencies resolved to job ids."""
+        deps = [f"afterok:{ids[n]}" for n in self.after_ok if ids.get(n)]
+        deps += [f"after:{ids[n]}" for n in self.after_start if ids.get(n)]
+        line = [str(SUBMIT), "--parsable", f"--job-name={self.name}", *self.sbatch]
+        if deps:
+            line.append("--dependency=" + ",".join(deps))
+        if hold:
+            line.append("--hold")
+        return [*line, str(REPO / self.script), *self.args]
+
+
+def _root(explicit: str, env: str, name: str) -> str:
+    if explicit:
+        return explicit
+    base = os.environ.get(env)
+    if not base:
+        raise ConfigError(
+            f"set `{env.lower().removeprefix('phyworld_')}` in the study or {env} (slurm/site.sh)"
+        )
+    return f"{base.rstrip('/')}/{name}"
+
+
+def dataset_complete(root: str) -> bool:
+    """A dataset is complete once its manifest.json exists (datagen writes it last)."""
+    if root.startswith("s3://"):
+        import boto3
+
+        bucket, _, prefix = root[5:].partition("/")
+        s3 = boto3.client("s3", endpoint_url=os.environ.get("S3_ENDPOINT_URL") or None)
+        found = s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix.rstrip('/')}/manifest.json")
+        return found.get("KeyCount", 0) > 0
+    return (Path(root) / "manifest.json").is_file()
+
+
+def run_step(run_dir: str) -> int:
+    """The step of the run's latest complete checkpoint, 0 if none."""
+    latest = Path(run_dir) / "checkpoints" / "latest"
+    if not latest.is_file():
+        return 0
+    meta = latest.parent / latest.read_text().strip() / "meta.json"
+    return int(json.loads(meta.read_text())["step"]) if meta.is_file() else 0
+
+
+def _sbatch_values(script: Path, extra: list[str]) -> dict[str, str]:
+    """#SBATCH defaults of a script with `extra` options applied (for the GPU count)."""
+    values = dict(re.findall(r"^#SBATCH --([\w-]+)=(\S+)", script.read_text(), re.M))
+    values.update(re.findall(r"^--([\w-]+)=(\S+)$", "\n".join(extra), re.M))
+    return values
+
+
+def train_gpu_hours(cfg: TrainConfig, gpus: int, cost: CostModel) -> float:
+    """GPU-hours of a training run: model FLOPs over (peak x MFU).
+
+    Per sample and step: 6 x params x tokens (matmuls, forward + backward) plus
+    12 x depth x hidden x tokens^2 (attention scores and values, forward + backward).
+    """
+    from training.model import DIT_CONFIGS
+
+    size = DIT_CONFIGS[cfg.model.size]
+    down = cfg.vae.downsample if cfg.vae.kind == "pixel" else 8
+    side = cfg.data.resolution // down // cfg.model.patch_hw
+    tokens = math.ceil(cfg.data.frames / cfg.model.patch_t) * side * side
+    params = size.paper_params or 12 * size.depth * size.hidden_size**2
+    flops_per_sample = 6 * params * tokens + 12 * size.depth * size.hidden_size * tokens**2
+    p = cfg.parallel
+    batch = (
+        p.global_batch_size
+        or p.micro_batch_size * p.grad_accum_steps * gpus // p.sequence_parallel_size
+    )
+    seconds = cfg.max_steps * batch * flops_per_sample / (cost.peak_tflops * 1e12 * cost.mfu)
+    return seconds / 3600
+
+
+def plan(study: StudyConfig) -> list[Job]:
+    """Every job of the study in submission order, each marked done or not."""
+    data_root = _root(study.data_root, "PHYWORLD_DATA_ROOT", study.name)
+    run_root = _root(study.run_root, "PHYWORLD_RUN_ROOT", study.name)
+    prefix = f"pw-{study.name}"
+    jobs: list[Job] = []
+
+    def data_job(key: str) -> str:
+        if key not in study.datasets:
+            raise ConfigError(
+                f"dataset {key!r} is used by a grid but not defined under `datasets`: {sorted(study.datasets)}"
+            )
+        return f"{prefix}-data-{key}"
+
+    for key, ds in study.datasets.items():
+        root = f"{data_root}/{key}"
+        jobs.append(
+            Job(
+                name=f"{prefix}-data-{key}",
+                script="slurm/datagen.sh",
+                args=[ds.config, f"output={root}", *ds.overrides],
+                sbatch=[f"--array=0-{ds.tasks - 1}", *study.sbatch],
+                done=dataset_complete(root),
+            )
+        )
+
+    watched: list[str] = []
+    for grid in study.grids:
+        eval_sets = [
+            {"name": s, "path": f"{data_root}/{s}", "kind": grid.eval_kind} for s in grid.eval_sets
+        ]
+        for size in grid.models:
+            script = f"slurm/train_{size.lower()}.sh"
+            if not (REPO / script).is_file():
+                raise ConfigError(f"grid {grid.name}: no {script} for model size {size!r}")
+            for train_set in grid.train_sets:
+                run = f"dit_{size.lower()}_{train_set}"
+                run_dir = f"{run_root}/{run}"
+                args = [
+                    grid.train_config,
+                    f"data.path={data_root}/{train_set}",
+                    f"output_dir={run_dir}",
+                    *grid.overrides,
+                ]
+                cfg = load_config(TrainConfig, [args[0], f"model.size={size}", *args[1:]])
+                header = _sbatch_values(REPO / script, study.train_sbatch)
+                gpus = int(header.get("nodes", 1)) * int(header.get("gpus-per-node", 1))
+                train = Job(
+                    name=f"{prefix}-train-{run}",
+                    script=script,
+                    args=args,
+                    after_ok=[data_job(train_set)],
+                    sbatch=[*study.train_sbatch, *study.sbatch],
+                    done=run_step(run_dir) >= cfg.max_steps,
+                    gpus=max(gpus, 1),
+                    gpu_hours=train_gpu_hours(cfg, max(gpus, 1), study.cost),
+                )
+                jobs.append(train)
+                watched.append(train.name)
+                if study.eval_config and eval_sets:
+                    jobs.append(
+                        Job(
+                            name=f"{prefix}-eval-{run}",
+                            script="slurm/eval.sh",
+                            args=[
+                                study.eval_config,
+                                f"checkpoint={run_dir}",
+                                "watch=true",
+                                f"sets={json.dumps(eval_sets)}",
+                                *study.eval_overrides,
+                            ],
+                            after_ok=[data_job(s) for s in grid.eval_sets],
+                            after_start=[train.name],
+                            sbatch=list(study.sbatch),
+                            done=train.done
+                            and (Path(run_dir) / "eval" / "metrics.jsonl").is_file(),
+                        )
+                    )
+                    watched.append(jobs[-1].name)
+    runs = [
+        f"{run_root}/dit_{m.lower()}_{t}"
+        for g in study.grids
+        for m in g.models
+        for t in g.train_sets
+    ]
+    jobs.append(
+        Job(
+            name=f"{prefix}-report",
+            script="slurm/report.sh",
+            args=[f"out={run_root}/report", *runs],
+            after_ok=watched,
+            sbatch=list(study.sbatch),
+            done=all(j.done for j in jobs) and Path(f"{run_root}/report").is_dir(),
+        )
+    )
+    return jobs
+
+
+# ---------------------------------------------------------------------------------------------
+#                                        Submission
+# ---------------------------------------------------------------------------------------------
+
+
+def queued_jobs() -> dict[str, str]:
+    """Job name -> id of this user's pending or running jobs (a re-submission waits on them)."""
+    out = subprocess.run(
+        ["squeue", "--me", "-h", "-t", "PENDING,RUNNING,REQUEUED,SUSPENDED", "-o", "%j %i"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {
+        name: job_id.split("_")[0] for name, job_id in (line.split() for line in out.splitlines())
+    }
+
+
+def submit(study: StudyConfig, jobs: list[Job]) -> dict[str, str]:
+    """sbatch every job that is neither done nor queued; returns name -> job id of all live jobs."""
+    ids: dict[str, str] = {} if study.dry_run else queued_jobs()
+    for job in jobs:
+        if job.done:
+            print(f"done     {job.name}")
+            continue
+        if job.name in ids:
+            print(f"queued   {job.name} (job {ids[job.name]})")
+            continue
+        if study.dry_run:  # a runnable script: job ids in shell variables
+            line = job.sbatch_line({n: f"${_var(n)}" for n in ids}, study.hold)
+            print(f"{_var(job.name)}=$(" + " ".join(_quote(a) for a in line) + ")")
+            ids[job.name] = job.name
+            continue
+        line = job.sbatch_line(ids, study.hold)
+        result = subprocess.run(line, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"sbatch for {job.name} failed: {result.stderr.strip()}\n  {shlex.join(line)}"
+            )
+        ids[job.name] = result.stdout.strip().split(";")[0]
+        print(f"submitted {job.name}: job {ids[job.name]}")
+    return ids
+
+
+def _var(name: str) -> str:
+    return re.sub(r"\W", "_", name).upper()
+
+
+def _quote(arg: str) -> str:
+    """Shell quoting that leaves the $VARIABLES of dependencies expandable."""
+    return arg if arg.startswith("--dependency=") else shlex.quote(arg)
+
+
+def summary(jobs: list[Job], cost: CostModel) -> str:
+    """The GPU-hours estimate: per training run, and in total for what is left to do."""
+    train = [j for j in jobs if j.gpu_hours]
+    w = max((len(j.name) for j in train), default=12)
+    lines = [
+        f"GPU-hours at {cost.peak_tflops:g} TFLOP/s per GPU and {cost.mfu:.0%} MFU (cost.* to change)",
+        f"{'training run':<{w}}  GPUs  GPU-hours  wall-hours  status",
+    ]
+    for j in train:
+        status = "done" if j.done else "to do"
+        lines.append(
+            f"{j.name:<{w}}  {j.gpus:4d}  {j.gpu_hours:9.0f}  {j.gpu_hours / j.gpus:10.1f}  {status}"
+        )
+    left = sum(j.gpu_hours for j in train if not j.done)
+    total = sum(j.gpu_hours for j in train)
+    lines.append(f"{'total left to do':<{w}}        {left:9.0f}              (of {total:.0f})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    study = load_config(StudyConfig, argv)
+    jobs = plan(study)
+    submit(study, jobs)
+    print(summary(jobs, study.cost))
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
