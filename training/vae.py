@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from phyworld.config import to_dict
 from training.config import VAEConfig
 
 VAE_JSON = "vae.json"
@@ -360,6 +361,7 @@ class VAETrainConfig:
     kl_weight: float = 1e-6
     shuffle_buffer: int = 512  # videos held in memory to draw clips from
     eval_videos: int = 32
+    score_from_frame: int = 3  # velocity error scored from this frame on (3: after the condition)
     log_every: int = 50
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
@@ -403,28 +405,81 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return -10 * torch.log10(mse.clamp_min(1e-12))
 
 
+def velocity_errors(samples: list[dict[str, Any]], videos: np.ndarray, first: int) -> dict | None:
+    """Mean velocity error of the balls parsed from `videos` (B, T, H, W, 3) uint8 against the
+    simulator's states of `samples`, per parser (eval's threshold and alpha); None for videos
+    that are not kinematic (no per-frame states, or not red/blue balls)."""
+    from eval.parse import parse_balls
+    from eval.samples import EvalSetError, kinematic_truth
+    from eval.velocity import velocity_errors as score
+
+    try:
+        truth = kinematic_truth(samples, "VAE held-out set")
+    except EvalSetError:
+        return None
+    errors = {}
+    for method in ("threshold", "alpha"):
+        parsed = parse_balls(videos, truth.world_size, method, truth.colours)
+        per_video = score(
+            parsed,
+            truth.position,
+            truth.velocity,
+            truth.radius,
+            world_size=truth.world_size,
+            frame_dt=truth.frame_dt,
+            cond_frames=first,
+            scenario=truth.scenario,
+        )["vel_error"]
+        errors[method] = float(np.nanmean(per_video)) if np.isfinite(per_video).any() else None
+    return errors
+
+
 @torch.no_grad()
-def evaluate(ae: FrozenAutoencoder, videos: list[torch.Tensor], device: torch.device) -> dict:
-    """Reconstruction PSNR (mean over held-out videos, in dB) and latent statistics."""
-    scores, latents = [], []
-    for video in videos:
-        x = video[None].to(device)
+def evaluate(
+    ae: FrozenAutoencoder,
+    samples: list[dict[str, Any]],
+    resolution: int,
+    device: torch.device,
+    score_from_frame: int = 3,
+) -> dict[str, Any]:
+    """Held-out metrics of an autoencoder on datagen samples (the paper's VAE row).
+
+    Reconstruction PSNR (dB, mean over videos) and latent statistics; for kinematic videos also
+    the velocity error of the ground truth (the parser's floor) and of the reconstructions,
+    scored from frame `score_from_frame` on, as eval scores generated videos.
+    """
+    from eval.parse import to_uint8
+    from training.data import decode_frames, video_tensor
+
+    scores, latents, truth, recons = [], [], [], []
+    for sample in samples:
+        frames = decode_frames(sample["frames"])
+        x = video_tensor(frames, frames.shape[0], resolution)[None].to(device)  # (1, 3, T, H, W)
         z = ae.encode(x)
-        scores.append(psnr(ae.decode(z), x).item())
+        recon = ae.decode(z)
+        scores.append(psnr(recon, x).item())
         latents.append(z.flatten())
+        truth.append(to_uint8(x[0].permute(1, 2, 3, 0).cpu().numpy()))  # (T, H, W, 3)
+        recons.append(to_uint8(recon[0].permute(1, 2, 3, 0).cpu().numpy()))
     z = torch.cat(latents)
-    return {
+    metrics: dict[str, Any] = {
         "psnr_db": float(np.mean(scores)),
-        "videos": len(videos),
+        "videos": len(samples),
         "latent_mean": z.mean().item(),
         "latent_std": z.std().item(),
     }
+    gt = velocity_errors(samples, np.stack(truth), score_from_frame)
+    if gt is not None:
+        metrics["vel_error_gt"] = gt
+        metrics["vel_error_recon"] = velocity_errors(samples, np.stack(recons), score_from_frame)
+    return metrics
 
 
 def train_vae(
-    cfg: VAETrainConfig, videos: Iterator[torch.Tensor], eval_set: list[torch.Tensor]
+    cfg: VAETrainConfig, videos: Iterator[torch.Tensor], eval_samples: list[dict[str, Any]]
 ) -> dict:
-    """Train our VAE on clips of `videos`, save it to cfg.output_dir; returns the held-out metrics."""
+    """Train our VAE on clips of `videos` (3, T, H, W), save it to cfg.output_dir; returns the
+    metrics on `eval_samples` (datagen samples, see `evaluate`)."""
     from tqdm import tqdm
 
     if cfg.device == "auto":
@@ -432,7 +487,7 @@ def train_vae(
     else:
         device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
-    vae = VideoVAE(cfg.model).to(device)
+    vae = VideoVAE(VideoVAEConfig(**to_dict(cfg.model))).to(device)  # a plain dataclass
     n_params = sum(p.numel() for p in vae.parameters())
     print(
         f"VideoVAE: {n_params / 1e6:.2f}M parameters, latents {cfg.model.latent_channels} x "
@@ -456,16 +511,18 @@ def train_vae(
             rate = step * x.shape[0] * x.shape[2] / (time.time() - start)
             bar.write(f"step {step} l1 {l1.item():.4f} kl {kl.item():.3f} frames/s {rate:.1f}")
     # Scale the latents to unit variance (and zero mean) over the held-out videos.
-    raw = FrozenAutoencoder(vae, 0.0, 1.0, chunk_frames=64)
-    stats = evaluate(raw, eval_set, device)
-    shift, scale = stats["latent_mean"], 1.0 / max(stats["latent_std"], 1e-6)
-    metrics = {"psnr_db": stats["psnr_db"], "eval_videos": stats["videos"], "steps": cfg.steps}
-    save_video_vae(vae.cpu(), Path(cfg.output_dir), shift, scale, metrics)
-    print(
-        f"saved {cfg.output_dir}: held-out PSNR {stats['psnr_db']:.2f} dB over "
-        f"{stats['videos']} videos; use vae.kind=ours vae.path={cfg.output_dir}",
-        flush=True,
+    stats = evaluate(
+        FrozenAutoencoder(vae.eval(), 0.0, 1.0, 64),
+        eval_samples,
+        cfg.resolution,
+        device,
+        cfg.score_from_frame,
     )
+    shift, scale = stats.pop("latent_mean"), 1.0 / max(stats.pop("latent_std"), 1e-6)
+    metrics = {**stats, "steps": cfg.steps}
+    save_video_vae(vae.cpu(), Path(cfg.output_dir), shift, scale, metrics)
+    print(f"held-out metrics: {json.dumps(metrics)}", flush=True)
+    print(f"saved {cfg.output_dir}; use vae.kind=ours vae.path={cfg.output_dir}", flush=True)
     return metrics
 
 
@@ -476,16 +533,13 @@ def main(argv: list[str]) -> None:
     from phyworld.config import load_config
 
     cfg = load_config(VAETrainConfig, argv)
-    if cfg.eval_data:
-        eval_set = list(
-            itertools.islice(iter_videos(cfg.eval_data, cfg.resolution), cfg.eval_videos)
-        )
-        skip = 0
-    else:
-        eval_set = list(itertools.islice(iter_videos(cfg.data, cfg.resolution), cfg.eval_videos))
-        skip = len(eval_set)
-    if not eval_set:
-        raise AutoencoderError(f"no held-out videos: {cfg.eval_data or cfg.data} is empty")
+    from datagen.shards import iter_samples
+
+    held_out = cfg.eval_data or cfg.data
+    eval_samples = list(itertools.islice(iter_samples(held_out), cfg.eval_videos))
+    if not eval_samples:
+        raise AutoencoderError(f"no held-out videos: {held_out} is empty")
+    skip = 0 if cfg.eval_data else len(eval_samples)
 
     def endless() -> Iterator[torch.Tensor]:
         while True:  # epochs over the dataset, the held-out head skipped
@@ -499,7 +553,7 @@ def main(argv: list[str]) -> None:
                     "or set eval_data"
                 )
 
-    train_vae(cfg, endless(), eval_set)
+    train_vae(cfg, endless(), eval_samples)
 
 
 if __name__ == "__main__":

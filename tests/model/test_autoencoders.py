@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from eval.parse import to_uint8
 from training.config import VAEConfig
 from training.vae import (
     AutoencoderError,
@@ -71,7 +72,9 @@ def test_our_vae_trains_and_reloads_to_the_same_outputs(tmp_path):
         log_every=5,
     )
     untrained = psnr(videos[0][None].clamp(-1, 1), torch.zeros_like(videos[0])[None]).item()
-    metrics = train_vae(cfg, iter(videos[4:] * 10), videos[:4])
+    held_out = [{"frames": to_uint8(v.permute(1, 2, 3, 0).numpy())} for v in videos[:4]]
+    metrics = train_vae(cfg, iter(videos[4:] * 10), held_out)
+    assert "vel_error_gt" not in metrics  # squares, not kinematic balls: no velocity error
     saved = json.loads((tmp_path / "vae" / "vae.json").read_text())
     assert saved["metrics"]["psnr_db"] == pytest.approx(metrics["psnr_db"])
     assert metrics["psnr_db"] > untrained  # better than predicting grey
@@ -139,3 +142,29 @@ def test_diffusers_autoencoder_kl_frame_by_frame(tmp_path, layout):
         VAEConfig(kind="diffusers", path=str(tmp_path), scaling_factor=2.0)
     )
     torch.testing.assert_close(override.encode(x), z * 4.0, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_vae_cli_on_generated_uniform_motion(tmp_path):
+    """`python -m training.vae` on a real datagen dataset: trains, saves, reports the VAE row."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    data = tmp_path / "uniform"
+    gen = [str(repo / "configs/data/uniform_base.yaml"), f"output={data}", "sampling=random"]
+    gen += ["count=10", "frames=8", "resolution=32", "workers=1", "progress=false"]
+    subprocess.run([sys.executable, "-m", "datagen", *gen], check=True, cwd=repo)
+    out = tmp_path / "vae"
+    args = [str(repo / "configs/vae/tiny.yaml"), f"data={data}", f"output_dir={out}"]
+    args += ["resolution=32", "steps=10", "eval_videos=4", "batch_size=2", "log_every=5"]
+    subprocess.run([sys.executable, "-m", "training.vae", *args], check=True, cwd=repo)
+
+    metrics = json.loads((out / "vae.json").read_text())["metrics"]
+    assert metrics["videos"] == 4 and metrics["psnr_db"] > 5
+    # The ground truth parses to a small velocity error (the parser's floor at 32 px).
+    assert 0 <= metrics["vel_error_gt"]["alpha"] < 0.3
+    assert set(metrics["vel_error_recon"]) == {"threshold", "alpha"}
+    ae = build_autoencoder(VAEConfig(kind="ours", path=str(out)))
+    assert ae.encode(torch.zeros(1, 3, 2, 32, 32)).shape == (1, 4, 2, 16, 16)
