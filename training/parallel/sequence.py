@@ -162,13 +162,14 @@ def check_same_inputs(group: dist.ProcessGroup, *tensors: torch.Tensor) -> None:
         )
 
 
-def apply_sequence_parallel(model: DiT, groups: ParallelGroups) -> DiT:
+def apply_sequence_parallel(model: DiT, groups: ParallelGroups, force: bool = False) -> DiT:
     """Make `model` run on token shards over `groups.sp_group`; SP = 1 returns it unchanged.
 
     Changes the model in place (its class and its attention cores; no parameter is added or
-    renamed) and returns it.
+    renamed) and returns it. `force` applies the SP code path even at SP = 1 (to measure its
+    overhead in `bench/sequence_parallel.py`).
     """
-    if groups.sp_size == 1:
+    if groups.sp_size == 1 and not force:
         return model
     if not isinstance(model, DiT):
         raise TypeError(f"apply_sequence_parallel expects a training.model.DiT, got {type(model)}")
