@@ -79,3 +79,16 @@ def test_tiny_dataset_round_trip(tmp_path):
         # The stored states reproduce the stored frames.
         states = States(s["positions"], s["velocities"], s["angles"], s["objects"])
         np.testing.assert_array_equal(phyre.render(states, cfg.world_size, 64), frames)
+
+
+def test_job_array_gives_the_same_bytes(tmp_path):
+    """Two array tasks (`workers=2`, one part list each) then a merge: the same shards as one
+    process, byte for byte."""
+    base = [str(CONFIGS / "phyre_tiny.yaml"), "progress=false", "name=phyre_tiny"]
+    one = run(load_config(DatagenConfig, [*base, f"output={tmp_path / 'one'}"]))
+    array = [*base, f"output={tmp_path / 'array'}", "workers=2"]
+    for k in (1, 0):
+        run(load_config(DatagenConfig, [*array, "mode=generate", f"worker={k}"]))
+    merged = run(load_config(DatagenConfig, [*array, "mode=merge"]))
+    assert merged["manifest"]["shards"] == one["manifest"]["shards"]
+    assert merged["manifest"]["count"] == 12
