@@ -15,7 +15,7 @@ Boxes have no soft edge in the paper; `paper` samples them hard at pixel centres
 
 Speed: only the pixels inside each object's bounding box are computed, for all frames at once,
 and copied into each frame with one slice assignment (blended only where objects overlap); the
-canvas is channel-planar per frame (T, 3, H, W), the layout the frame encoder compresses best.
+canvas is channel-planar (3, T, H, W), the layout the frame encoder compresses best.
 """
 
 from __future__ import annotations
@@ -106,34 +106,34 @@ def _extent(obj: dict) -> float:
 
 
 class Canvas:
-    """Frames being painted: pixels (T, 3, H, W) uint8 on white, plus what each frame has drawn.
+    """Frames being painted: pixels (3, T, H, W) uint8 on white, plus what each frame has drawn.
 
     A patch lands on untouched white pixels in most frames; there it is a plain copy of
     precomputed colours. Only where a frame's earlier patches overlap the new one is it blended.
     """
 
     def __init__(self, frames: int, resolution: int) -> None:
-        self.pixels = np.full((frames, 3, resolution, resolution), 255, dtype=np.uint8)
+        self.pixels = np.full((3, frames, resolution, resolution), 255, dtype=np.uint8)
         self.dirty: list[tuple[int, int, int, int] | None] = [None] * frames  # r0, r1, c0, c1
 
     def paint(self, colour, alpha: np.ndarray, rows0: np.ndarray, cols0: np.ndarray) -> None:
         """Paint `colour` with coverage `alpha` (T, B, B) whose top-left pixels are (rows0, cols0)."""
         t, b, _ = alpha.shape
         h, w = self.pixels.shape[2:]
-        colour = np.asarray(colour, dtype=np.float32)[None, :, None, None]
-        a = alpha[:, None]  # (T, 1, B, B)
-        over_white = np.rint(255.0 + (colour - 255.0) * a).astype(np.uint8)  # (T, 3, B, B)
+        colour = np.asarray(colour, dtype=np.float32)[:, None, None, None]
+        a = alpha[None]  # (1, T, B, B)
+        over_white = np.rint(255.0 + (colour - 255.0) * a).astype(np.uint8)  # (3, T, B, B)
         for f in range(t):
             r0, c0 = int(rows0[f]), int(cols0[f])
             r1, c1 = min(r0 + b, h), min(c0 + b, w)
             rs, cs = max(r0, 0), max(c0, 0)
             if rs >= r1 or cs >= c1:
                 continue  # the patch is off-screen in this frame
-            target = self.pixels[f, :, rs:r1, cs:c1]
+            target = self.pixels[:, f, rs:r1, cs:c1]
             patch = (slice(None), slice(rs - r0, r1 - r0), slice(cs - c0, c1 - c0))
             d = self.dirty[f]
             if d is None or d[0] >= r1 or rs >= d[1] or d[2] >= c1 or cs >= d[3]:
-                target[...] = over_white[f][patch]
+                target[...] = over_white[:, f][patch]
                 self.dirty[f] = (
                     (rs, r1, cs, c1)
                     if d is None
@@ -141,7 +141,7 @@ class Canvas:
                 )
             else:
                 old = target.astype(np.float32)
-                target[...] = np.rint(old + (colour[0] - old) * a[f][patch]).astype(np.uint8)
+                target[...] = np.rint(old + (colour[:, 0] - old) * a[:, f][patch]).astype(np.uint8)
                 self.dirty[f] = (min(d[0], rs), max(d[1], r1), min(d[2], cs), max(d[3], c1))
 
 
@@ -177,7 +177,7 @@ def _draw(
 def render(states: States, resolution: int, world_size: float, style: str = "aa") -> np.ndarray:
     """Frames (T, H, W, 3) uint8 RGB on white, objects painted in order (later ones on top).
 
-    The returned array is a view of a channel-planar (T, 3, H, W) buffer, which is what
+    The returned array is a view of a channel-planar (3, T, H, W) buffer, which is what
     `datagen.schema.encode_frames` stores; `np.ascontiguousarray` it if a consumer needs
     (T, H, W, 3) memory order.
     """
@@ -193,4 +193,4 @@ def render(states: States, resolution: int, world_size: float, style: str = "aa"
             if obj["shape"] not in DRAWERS:
                 import datagen.render_shapes  # noqa: F401  (registers polygon / compound drawers)
             DRAWERS[obj["shape"]](canvas, obj, uv, states.angles[:, i], scale, style)
-    return canvas.pixels.transpose(0, 2, 3, 1)
+    return canvas.pixels.transpose(1, 2, 3, 0)

@@ -27,7 +27,6 @@ import numpy as np
 from streaming import MDSWriter
 from streaming.base.format.mds.reader import MDSReader
 
-import phyworld  # noqa: F401  (makes `import streaming` work)
 from datagen.schema import COLUMNS
 from phyworld import storage
 

@@ -1,0 +1,143 @@
+"""The renderer: pixel convention, sub-pixel accuracy of the anti-aliased edge, the paper's soft
+edge, shapes, overlap, and the lossless frame encoding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from datagen.render import index_to_world, pixel_to_world, render, world_to_pixel
+from datagen.scenes import States
+from datagen.schema import decode_frames, encode_frames
+
+RED, BLUE = [255, 0, 0], [0, 0, 255]
+
+
+def states(xy, obj, angles=None) -> States:
+    xy = np.asarray(xy, dtype=np.float32).reshape(-1, 1, 2)
+    ang = (
+        np.zeros(xy.shape[:2], np.float32)
+        if angles is None
+        else np.asarray(angles, np.float32)[:, None]
+    )
+    return States(xy, np.zeros_like(xy), ang, [obj])
+
+
+def ball(r, colour=RED):
+    return {"type": "ball", "shape": "circle", "radius": r, "colour": colour, "dynamic": True}
+
+
+def test_pixel_convention():
+    # Pixel (0, 0) is the top-left: world x in [0, s), y in [world - s, world).
+    np.testing.assert_allclose(index_to_world([0, 0], 10.0, 128), [10 / 256, 10 - 10 / 256])
+    np.testing.assert_allclose(
+        world_to_pixel([[0.0, 10.0], [10.0, 0.0]], 10.0, 128), [[0, 0], [128, 128]]
+    )
+    pts = np.random.default_rng(0).uniform(0, 10, (50, 2))
+    np.testing.assert_allclose(pixel_to_world(world_to_pixel(pts, 10.0, 96), 10.0, 96), pts)
+    # A ball in the upper-left quarter of the world is drawn in the upper-left of the image.
+    f = render(states([[2.5, 7.5]], ball(0.5)), 64, 10.0)[0]
+    rows, cols = np.nonzero(f[..., 1] < 128)
+    # Continuous u = 16 is the edge between pixels 15 and 16: index centroid 15.5.
+    assert rows.mean() == pytest.approx(15.5, abs=0.01) and cols.mean() == pytest.approx(
+        15.5, abs=0.01
+    )
+
+
+def _alpha_centroid(frames):
+    a = 1.0 - frames[..., 1].astype(np.float64) / 255.0  # red on white: G = 255 (1 - alpha)
+    jj, ii = np.mgrid[: frames.shape[1], : frames.shape[2]]
+    m = a.sum((1, 2))
+    return np.stack([(a * ii).sum((1, 2)) / m, (a * jj).sum((1, 2)) / m], -1), m
+
+
+@pytest.mark.parametrize("resolution", [128, 256])
+def test_antialiased_edge_gives_subpixel_centres_and_exact_area(resolution):
+    rng = np.random.default_rng(1)
+    for r in (0.7, 1.0, 1.4):
+        xy = rng.uniform(2, 8, (32, 2))
+        frames = render(states(xy, ball(r)), resolution, 10.0, "aa")
+        centre, mass = _alpha_centroid(frames)
+        err = np.abs(index_to_world(centre, 10.0, resolution) - xy).max()
+        assert err < 2e-3, err  # ~1/60 of a pixel at 128 px
+        np.testing.assert_allclose(mass, np.pi * (r * resolution / 10) ** 2, rtol=3e-3)
+
+
+def test_paper_edge_is_the_authors_formula_at_pixel_centres():
+    r, xy = 1.0, np.array([[4.93, 5.27]])
+    f = render(states(xy, ball(r)), 128, 10.0, "paper")[0]
+    centres = index_to_world(np.stack(np.meshgrid(np.arange(128), np.arange(128)), -1), 10.0, 128)
+    d2 = ((centres - xy[0]) ** 2).sum(-1)
+    alpha = np.clip((r * r - d2) / (0.03 * r * r), 0, 1)
+    np.testing.assert_array_equal(f[..., 1], np.rint(255 * (1 - alpha)).astype(np.uint8))
+    assert (f[..., 0] == 255).all()
+
+
+def test_only_the_pixels_near_the_ball_change_and_offscreen_is_blank():
+    frames = render(states([[5.0, 5.0], [-3.0, 5.0], [9.9, 0.1]], ball(1.0)), 64, 10.0)
+    changed = np.argwhere((frames[0] != 255).any(-1))
+    assert np.abs(changed - 32).max() <= 7  # r = 6.4 px around the centre
+    assert (frames[1] == 255).all()  # fully off-screen
+    assert (frames[2] != 255).any() and (frames[2][:40, :40] == 255).all()  # clipped at the corner
+
+
+def test_later_objects_blend_over_earlier_ones():
+    xy = np.array([[[4.5, 5.0], [5.5, 5.0]]], np.float32)
+    st = States(
+        xy, np.zeros_like(xy), np.zeros((1, 2), np.float32), [ball(1.0, RED), ball(1.0, BLUE)]
+    )
+    f = render(st, 64, 10.0)[0]
+    assert tuple(f[32, 26]) == (255, 0, 0)  # red only
+    assert tuple(f[32, 35]) == (0, 0, 255)  # blue on top where they overlap
+    assert tuple(f[32, 38]) == (0, 0, 255)
+
+
+@pytest.mark.parametrize("angle", [0.0, np.pi / 6])
+def test_box_area_and_orientation(angle):
+    obj = {"type": "square", "shape": "box", "size": [2.0, 1.0], "colour": BLUE, "dynamic": True}
+    f = render(states([[5.0, 5.0]], obj, [angle]), 128, 10.0)[0]
+    cover = 1.0 - f[..., 0].astype(np.float64) / 255.0
+    assert cover.sum() == pytest.approx(2.0 * 12.8 * 12.8, rel=5e-3)
+    rows, cols = np.nonzero(cover > 0.5)
+    assert np.ptp(cols) > np.ptp(rows)  # wide, not tall
+    if angle:  # counter-clockwise in world = the right end is higher (smaller row)
+        right = cols > 64 + 8
+        assert rows[right].mean() < 63.5
+
+
+def test_ring_is_hollow():
+    obj = {
+        "type": "ring",
+        "shape": "ring",
+        "radius": 1.0,
+        "inner_radius": 0.6,
+        "colour": RED,
+        "dynamic": True,
+    }
+    f = render(states([[5.0, 5.0]], obj), 128, 10.0)[0]
+    assert tuple(f[64, 64]) == (255, 255, 255) and tuple(f[64, 64 + 10]) == (255, 0, 0)
+    cover = 1.0 - f[..., 1].astype(np.float64) / 255.0
+    assert cover.sum() == pytest.approx(np.pi * (1.0 - 0.36) * 12.8**2, rel=5e-3)
+
+
+def test_frame_encoding_is_lossless_and_small():
+    from datagen.sampling import SceneSpec
+    from datagen.scenes import get_scene
+
+    scene = get_scene("uniform")
+    spec = SceneSpec(
+        "uniform", "id", "random", 20, {"v": [[1.0, 4.0]], "r": [[0.7, 1.4]]}, {}, [], {}
+    )
+    sizes = []
+    for i in range(20):
+        frames = render(
+            scene.simulate(scene.sample_params(spec, i, np.random.default_rng(i)), spec), 128, 10.0
+        )
+        data = encode_frames(frames)
+        np.testing.assert_array_equal(decode_frames(data), frames)
+        sizes.append(len(data))
+    assert np.mean(sizes) < 6 * 1024  # the storage goal for a lossless 128x128x32 video
+    noise = np.random.default_rng(0).integers(0, 256, (3, 5, 7, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(decode_frames(encode_frames(noise)), noise)
+    with pytest.raises(ValueError, match="not a video_zstd"):
+        decode_frames(b"XXXX" + data[4:])
