@@ -79,6 +79,8 @@ class OptimConfig:
 @dataclass
 class ParallelConfig:
     zero_stage: int = 2  # 0 | 1 | 2 | 3
+    # Ulysses: GPUs that split one sample's tokens (data parallel = world / this). Must divide the
+    # heads, the token count and the GPUs per node; ZeRO stage <= 2. See docs/parallel.md.
     sequence_parallel_size: int = 1
     micro_batch_size: int = 8  # per GPU
     grad_accum_steps: int = 1

@@ -90,6 +90,9 @@ def _equality(rank: int, checkpointing: bool) -> None:
 
 def _errors(rank: int) -> None:
     groups = init_parallel(2)
+    groups.check_zero_stage(2)
+    with pytest.raises(ParallelError, match="zero_stage=2"):
+        groups.check_zero_stage(3)
     model = apply_sequence_parallel(tiny_dit(), groups)
 
     # Different noise on the two ranks (seeded by global rank): refused before it corrupts grads.
