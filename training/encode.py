@@ -16,7 +16,10 @@ is simply resubmitted.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -54,19 +57,51 @@ class EncodeConfig:
     size_limit: int = 1 << 27  # bytes per MDS shard
 
 
-class LatentPartWriter(shards.PartWriter):
-    """datagen's part writer (temp dir, DONE last, publish by rename/upload) for latent columns."""
+class LatentPartWriter:
+    """One worker's part: MDS into a local temp dir, then published as ROOT/parts/part_K with
+    DONE (count, shard sizes and checksums: what `datagen.shards.merge` reads) written last."""
 
     def __init__(self, root: str, k: int, columns: dict[str, str], size_limit: int) -> None:
-        self.root, self.k, self.first_index = root, k, k
+        self.root, self.k, self.count = root, k, 0
         base = Path(root, "parts") if not storage.is_remote(root) else None
         if base is not None:
             base.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{shards.part_name(k)}.tmp", dir=base))
-        self.writer = MDSWriter(
-            out=str(self.tmp), columns=columns, size_limit=size_limit, exist_ok=True
-        )
-        self.count = 0
+        self.writer = MDSWriter(out=str(self.tmp / "mds"), columns=columns, size_limit=size_limit)
+
+    def write(self, sample: dict[str, Any]) -> None:
+        self.writer.write(sample)
+        self.count += 1
+
+    def publish(self) -> None:
+        self.writer.finish()
+        mds = self.tmp / "mds"
+        files = sorted(p for p in mds.iterdir() if p.name != shards.INDEX)
+        done = {
+            "part": self.k,
+            "first_index": self.k,
+            "count": self.count,
+            "index_sha256": _sha256(mds / shards.INDEX),
+            "shards": {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files},
+        }
+        done_bytes = json.dumps(done, sort_keys=True, indent=1).encode()
+        dest = shards.part_url(self.root, self.k)
+        storage.remove(dest)  # leftovers of a killed attempt
+        if storage.is_remote(self.root):
+            for p in [*files, mds / shards.INDEX]:
+                storage.upload_file(p, storage.join(dest, p.name))
+            storage.write_bytes(storage.join(dest, shards.DONE), done_bytes)
+        else:
+            storage.write_bytes(str(mds / shards.DONE), done_bytes)
+            os.replace(mds, dest)
+        shutil.rmtree(self.tmp)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def latent_columns(dtype: str) -> dict[str, str]:
