@@ -84,3 +84,15 @@ def test_training_loader_reads_encoded_latents(videos, tmp_path):
     data = DataConfig(path=out, kind="latents", frames=3, num_workers=0, shuffle=False)
     batch = next(iter(build_dataloader(data, 2, 1, str(tmp_path / "run"))))
     assert batch["latents"].shape == (2, 48, 3, 4, 4) and batch["latents"].dtype == torch.float32
+
+
+@pytest.mark.slow
+def test_encode_to_s3(videos, s3_url):
+    """Latents written to a real S3 server (moto) by two workers read back like local ones."""
+    common = [f"data={videos}", f"output={s3_url}", "frames=4", "resolution=16", "num_parts=2"]
+    encode.main([*common, "part=0"])
+    encode.main([*common, "part=1"])
+    assert verify_manifest(s3_url, checksums=True)["count"] == 5
+    samples = list(iter_samples(s3_url))
+    assert sorted(s["id"] for s in samples) == sorted(s["id"] for s in iter_samples(videos))
+    assert samples[0]["latents"].shape == (48, 4, 4, 4)
