@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from phyworld.config import load_config
@@ -61,3 +63,17 @@ def test_warmup_then_constant_or_cosine() -> None:
 def test_bad_zero_stage() -> None:
     with pytest.raises(EngineConfigError, match="zero_stage=4"):
         deepspeed_config(config("parallel.zero_stage=4"), 1)
+
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "train").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_shipped_configs_load_with_the_papers_batch(path: Path) -> None:
+    cfg = load_config(TrainConfig, [str(path), "data.path=/d", "vae.path=/v"])
+    if cfg.model.size == "tiny":
+        return
+    gpus = 64 if "phyre" in path.stem else 32  # the paper's clusters
+    assert global_batch_size(cfg, gpus // cfg.parallel.sequence_parallel_size) == 256
+    assert cfg.diffusion.cond_frames == (1 if "phyre" in path.stem else 3)
+    assert cfg.model.size.lower() in path.stem.split("_")
