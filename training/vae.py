@@ -347,8 +347,13 @@ def build_autoencoder(cfg: VAEConfig) -> FrozenAutoencoder:
 
 @dataclass
 class VAETrainConfig:
-    """Training our video VAE on a datagen dataset; weights land in `output_dir`."""
+    """Training our video VAE on a datagen dataset; weights land in `output_dir`.
 
+    `mode=eval` instead measures an existing autoencoder (the `vae` section: ours, a pretrained
+    diffusers one, or pixel) on the held-out videos and writes `output_dir/vae_eval.json`.
+    """
+
+    mode: str = "train"  # train | eval
     data: str = "???"  # datagen dataset: local directory or s3://bucket/prefix
     eval_data: str = ""  # held-out videos; default: the first `eval_videos` of `data`
     output_dir: str = "???"  # point vae.path here (with vae.kind=ours) to use the VAE
@@ -365,6 +370,14 @@ class VAETrainConfig:
     log_every: int = 50
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
+    vae: VAEConfig = field(default_factory=VAEConfig)  # what mode=eval measures
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto`: the GPU if there is one."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def iter_videos(root: str, resolution: int) -> Iterator[torch.Tensor]:
@@ -482,10 +495,7 @@ def train_vae(
     metrics on `eval_samples` (datagen samples, see `evaluate`)."""
     from tqdm import tqdm
 
-    if cfg.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(cfg.device)
+    device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     vae = VideoVAE(VideoVAEConfig(**to_dict(cfg.model))).to(device)  # a plain dataclass
     n_params = sum(p.numel() for p in vae.parameters())
@@ -526,6 +536,21 @@ def train_vae(
     return metrics
 
 
+def evaluate_existing(cfg: VAETrainConfig, eval_samples: list[dict[str, Any]]) -> dict:
+    """mode=eval: the held-out metrics of `cfg.vae`, printed and saved to output_dir/vae_eval.json."""
+    from training.checkpoint import write_atomic
+
+    device = pick_device(cfg.device)
+    ae = build_autoencoder(cfg.vae).to(device)
+    metrics = evaluate(ae, eval_samples, cfg.resolution, device, cfg.score_from_frame)
+    metrics["vae"] = to_dict(cfg.vae)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "vae_eval.json", json.dumps(metrics, indent=1).encode())
+    print(f"held-out metrics: {json.dumps(metrics)}", flush=True)
+    return metrics
+
+
 def main(argv: list[str]) -> None:
     """`python -m training.vae CONFIG.yaml [key=value ...]`."""
     import itertools
@@ -539,6 +564,11 @@ def main(argv: list[str]) -> None:
     eval_samples = list(itertools.islice(iter_samples(held_out), cfg.eval_videos))
     if not eval_samples:
         raise AutoencoderError(f"no held-out videos: {held_out} is empty")
+    if cfg.mode == "eval":
+        evaluate_existing(cfg, eval_samples)
+        return
+    if cfg.mode != "train":
+        raise AutoencoderError(f"mode={cfg.mode!r}: use train or eval")
     skip = 0 if cfg.eval_data else len(eval_samples)
 
     def endless() -> Iterator[torch.Tensor]:

@@ -144,6 +144,41 @@ def test_diffusers_autoencoder_kl_frame_by_frame(tmp_path, layout):
     torch.testing.assert_close(override.encode(x), z * 4.0, rtol=1e-4, atol=1e-5)
 
 
+def test_eval_mode_measures_an_existing_autoencoder(tmp_path):
+    """mode=eval on real uniform-motion videos: the lossless pixel autoencoder reconstructs
+    exactly, so its velocity error equals the ground truth's (the parser's floor)."""
+    from pathlib import Path
+
+    from datagen.config import DatagenConfig
+    from datagen.generate import run
+    from phyworld.config import load_config
+    from training.vae import main
+
+    repo = Path(__file__).resolve().parents[2]
+    data = tmp_path / "uniform"
+    gen = [str(repo / "configs/data/uniform_base.yaml"), f"output={data}", "sampling=random"]
+    run(
+        load_config(
+            DatagenConfig,
+            [*gen, "count=4", "frames=8", "resolution=32", "workers=1", "progress=false"],
+        )
+    )
+    main(
+        [
+            "mode=eval",
+            f"data={data}",
+            f"output_dir={tmp_path / 'out'}",
+            "resolution=32",
+            "vae.kind=pixel",
+        ]
+    )
+
+    metrics = json.loads((tmp_path / "out" / "vae_eval.json").read_text())
+    assert metrics["videos"] == 4 and metrics["psnr_db"] > 100 and metrics["vae"]["kind"] == "pixel"
+    assert metrics["vel_error_recon"] == metrics["vel_error_gt"]
+    assert 0 < metrics["vel_error_gt"]["alpha"] < 0.3
+
+
 @pytest.mark.slow
 def test_vae_cli_on_generated_uniform_motion(tmp_path):
     """`python -m training.vae` on a real datagen dataset: trains, saves, reports the VAE row."""
