@@ -13,14 +13,21 @@ authors' approach), so only the renderer differs.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
-import numpy as np
+# Run as `python bench/datagen_phyre.py`, this folder comes first on sys.path and its
+# `datagen.py` would shadow the `datagen` package: put the repository root there instead.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-from datagen.render_shapes import to_pixels
-from datagen.sampling import SceneSpec
-from datagen.scenes import phyre
-from datagen.schema import encode_frames
+import numpy as np  # noqa: E402
+
+from datagen.render_shapes import to_pixels  # noqa: E402
+from datagen.sampling import SceneSpec  # noqa: E402
+from datagen.scenes import phyre  # noqa: E402
+from datagen.schema import encode_frames  # noqa: E402
 
 
 def full_frame_render(states, world_size: float, resolution: int) -> np.ndarray:

@@ -45,58 +45,73 @@ def to_pixels(xy: np.ndarray, world_size: float, resolution: int) -> np.ndarray:
     return uv
 
 
-def _fill_spans(planes: np.ndarray, j0: np.ndarray, lo: np.ndarray, hi: np.ndarray, colour) -> None:
-    """Fill, in frame t and row j0[t] + r, the pixels lo[t, r] <= i <= hi[t, r] (inclusive).
+def _fill_spans(
+    planes: np.ndarray, frame: np.ndarray, j0: np.ndarray, lo: np.ndarray, hi: np.ndarray, colour
+) -> None:
+    """Fill, for each item k, in frame frame[k] and row j0[k] + r, the pixels
+    lo[k, r] <= i <= hi[k, r] (inclusive).
 
-    `planes` is a channel-planar (T, 3, H, W) stack. All frames at once: the spans become one
+    `planes` is a channel-planar (T, 3, H, W) stack. All items at once: the spans become one
     list of flat pixel indices, written with one assignment per colour channel.
     """
-    num_frames, _, height, width = planes.shape
+    _, _, height, width = planes.shape
     plane = height * width
-    rows = j0[:, None] + np.arange(lo.shape[1])  # (T, R)
+    rows = j0[:, None] + np.arange(lo.shape[1])  # (K, R)
     lo = np.maximum(lo, 0)
     hi = np.minimum(hi, width - 1)
     counts = np.where((rows >= 0) & (rows < height), hi - lo + 1, 0).clip(min=0).ravel()
     total = int(counts.sum())
     if total == 0:
         return
-    starts = (np.arange(num_frames)[:, None] * 3 * plane + rows * width + lo).ravel()
+    starts = (frame[:, None] * 3 * plane + rows * width + lo).ravel()
     run_begin = np.cumsum(counts) - counts  # where each span starts in the flat list
-    flat = np.repeat(starts - run_begin, counts) + np.arange(total)  # red-plane indices
+    # int32 indices (a video is far below 2^31 bytes) halve the memory traffic.
+    index = np.int32 if planes.size < 2**31 else np.int64
+    flat = np.repeat((starts - run_begin).astype(index), counts)
+    flat += np.arange(total, dtype=index)  # red-plane indices
     pixels = planes.reshape(-1)
     for c in range(3):
-        pixels[flat + c * plane] = colour[c]
+        pixels[flat] = colour[c]
+        flat += plane  # the next colour plane
 
 
-def fill_circle(planes: np.ndarray, centres: np.ndarray, r: float, colour) -> None:
-    """Fill, in each frame t, the pixels whose centres lie within r of centres[t] (pixel units)."""
-    cu, cv = centres[:, 0], centres[:, 1]
+def fill_circles(
+    planes: np.ndarray, centres: np.ndarray, radii: np.ndarray, frame: np.ndarray, colour
+) -> None:
+    """Fill, for each item k, in frame frame[k], the pixels whose centres lie within radii[k] of
+    centres[k] (pixel units)."""
+    if len(centres) == 0:
+        return
+    cu, cv, r = centres[:, 0, None], centres[:, 1, None], radii[:, None]
     j0 = np.ceil(cv - r - 0.5).astype(np.int64)  # first row whose centre can be inside
-    rows = int(np.ceil(2 * r)) + 1
-    dv = j0[:, None] + np.arange(rows) + 0.5 - cv[:, None]  # (T, R) row centre to circle centre
+    rows = int(np.ceil(2 * radii.max())) + 1
+    dv = j0 + np.arange(rows) + 0.5 - cv  # (K, R) row centre to circle centre
     inside = dv * dv <= r * r
     half = np.sqrt(np.maximum(r * r - dv * dv, 0.0))  # half chord on each row
-    lo = np.ceil(cu[:, None] - half - 0.5).astype(np.int64)
-    hi = np.where(inside, np.floor(cu[:, None] + half - 0.5), lo - 1).astype(np.int64)
-    _fill_spans(planes, j0, lo, hi, colour)
+    lo = np.ceil(cu - half - 0.5).astype(np.int64)
+    hi = np.where(inside, np.floor(cu + half - 0.5), lo - 1).astype(np.int64)
+    _fill_spans(planes, frame, j0[:, 0], lo, hi, colour)
 
 
-def fill_convex_polygon(planes: np.ndarray, uv: np.ndarray, colour) -> None:
-    """Fill, in each frame t, the pixels whose centres lie inside the convex polygon uv[t].
+def fill_convex_polygons(planes: np.ndarray, uv: np.ndarray, frame: np.ndarray, colour) -> None:
+    """Fill, for each item k, in frame frame[k], the pixels whose centres lie inside the convex
+    polygon uv[k].
 
-    uv: (T, n, 2) vertices in pixel units, in order (either winding). A row's span runs between
+    uv: (K, n, 2) vertices in pixel units, in order (either winding). A row's span runs between
     the leftmost and rightmost points where the row's centre line crosses an edge.
     """
+    if len(uv) == 0:
+        return
     v_min, v_max = uv[:, :, 1].min(axis=1), uv[:, :, 1].max(axis=1)
     j0 = np.ceil(v_min - 0.5).astype(np.int64)
     rows = max(int((np.floor(v_max - 0.5) - j0).max()) + 1, 0)
     if rows == 0:
         return
-    v = j0[:, None] + np.arange(rows) + 0.5  # (T, R) row centres
-    p, q = uv, np.roll(uv, -1, axis=1)  # edges p -> q, (T, n, 2)
+    v = j0[:, None] + np.arange(rows) + 0.5  # (K, R) row centres
+    p, q = uv, np.roll(uv, -1, axis=1)  # edges p -> q, (K, n, 2)
     dv = (q[..., 1] - p[..., 1])[..., None]
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = (v[:, None, :] - p[..., 1, None]) / dv  # (T, n, R): where each row meets each edge
+        t = (v[:, None, :] - p[..., 1, None]) / dv  # (K, n, R): where each row meets each edge
     hit = (t >= 0.0) & (t <= 1.0)  # false for horizontal edges (t is inf or nan)
     u = p[..., 0, None] + t * (q[..., 0] - p[..., 0])[..., None]
     left = np.where(hit, u, np.inf).min(axis=1)
@@ -104,7 +119,7 @@ def fill_convex_polygon(planes: np.ndarray, uv: np.ndarray, colour) -> None:
     ok = np.isfinite(left)
     lo = np.where(ok, np.ceil(left - 0.5), 1).astype(np.int64)
     hi = np.where(ok, np.floor(right - 0.5), 0).astype(np.int64)
-    _fill_spans(planes, j0, lo, hi, colour)
+    _fill_spans(planes, frame, j0, lo, hi, colour)
 
 
 def _posed(local: np.ndarray, pose: np.ndarray) -> np.ndarray:
@@ -115,15 +130,44 @@ def _posed(local: np.ndarray, pose: np.ndarray) -> np.ndarray:
     return np.stack([x, y], axis=-1)
 
 
-def _draw(planes: np.ndarray, body: Body, pose: np.ndarray, world_size: float) -> None:
-    """Draw `body` at poses (T, 3) into planes (T, 3, H, W), all frames at once."""
+def _draw(planes: np.ndarray, bodies: list[Body], poses: list[np.ndarray], world_size: float):
+    """Draw bodies of one colour at their poses (each (T, 3)) into planes (T, 3, H, W).
+
+    One colour, so their order among themselves does not matter: every piece of every body in
+    every frame is one item of a single batched fill per shape kind (and polygon size).
+    """
     resolution = planes.shape[3]
-    colour = [int(c) for c in body.colour]
-    for row in body.circles:
-        centres = to_pixels(_posed(row[None, :2], pose)[:, 0], world_size, resolution)  # (T, 2)
-        fill_circle(planes, centres, row[2] * resolution / world_size, colour)
-    for poly in body.polygons:
-        fill_convex_polygon(planes, to_pixels(_posed(poly, pose), world_size, resolution), colour)
+    frames = np.arange(planes.shape[0])
+    centres, radii, polys = [], [], {}
+    for body, pose in zip(bodies, poses):
+        for row in body.circles:
+            centres.append(_posed(row[None, :2], pose)[:, 0])  # (T, 2)
+            radii.append(np.full(len(pose), row[2]))
+        for poly in body.polygons:
+            polys.setdefault(len(poly), []).append(_posed(poly, pose))  # (T, n, 2)
+    colour = [int(c) for c in bodies[0].colour]
+    if centres:
+        fill_circles(
+            planes,
+            to_pixels(np.concatenate(centres), world_size, resolution),
+            np.concatenate(radii) * resolution / world_size,
+            np.tile(frames, len(centres)),
+            colour,
+        )
+    for group in polys.values():
+        uv = to_pixels(np.concatenate(group), world_size, resolution)
+        fill_convex_polygons(planes, uv, np.tile(frames, len(group)), colour)
+
+
+def _runs(bodies: list[Body], keep: np.ndarray) -> list[list[int]]:
+    """Indices of the kept bodies, cut into runs of consecutive bodies of the same colour."""
+    runs: list[list[int]] = []
+    for k in np.flatnonzero(keep):
+        if runs and bodies[runs[-1][-1]].colour == bodies[k].colour:
+            runs[-1].append(int(k))
+        else:
+            runs.append([int(k)])
+    return runs
 
 
 def render_video(
@@ -139,16 +183,14 @@ def render_video(
     later bodies in the list are drawn over earlier ones. The result is a view of channel-planar
     (T, 3, H, W) memory, the layout `datagen.schema.encode_frames` stores without a copy.
     """
-    num_frames = poses.shape[0]
+    dynamic = np.asarray(dynamic, dtype=bool)
     background = np.full((1, 3, resolution, resolution), 255, dtype=np.uint8)
-    for k, body in enumerate(bodies):
-        if not dynamic[k]:
-            _draw(background, body, poses[:1, k], world_size)
-    planes = np.empty((num_frames, 3, resolution, resolution), dtype=np.uint8)
+    for run in _runs(bodies, ~dynamic):
+        _draw(background, [bodies[k] for k in run], [poses[:1, k] for k in run], world_size)
+    planes = np.empty((poses.shape[0], 3, resolution, resolution), dtype=np.uint8)
     planes[:] = background
-    for k, body in enumerate(bodies):
-        if dynamic[k]:
-            _draw(planes, body, poses[:, k], world_size)
+    for run in _runs(bodies, dynamic):
+        _draw(planes, [bodies[k] for k in run], [poses[:, k] for k in run], world_size)
     return planes.transpose(0, 2, 3, 1)
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datagen.render_shapes import Body, fill_circle, fill_convex_polygon, render_video, to_pixels
+from datagen.render_shapes import Body, fill_circles, fill_convex_polygons, render_video, to_pixels
 
 H = W = 48
+ZERO = np.zeros(1, dtype=np.int64)  # every item in frame 0
 
 
 def brute_polygon(uv: np.ndarray) -> np.ndarray:
@@ -39,7 +40,7 @@ def test_polygons_match_brute_force():
         if rng.uniform() < 0.5:
             uv = uv[::-1]  # either winding
         img = planes()
-        fill_convex_polygon(img, uv[None], (0, 0, 0))
+        fill_convex_polygons(img, uv[None], ZERO, (0, 0, 0))
         drawn = img[0, 0] == 0
         # A pixel centre exactly on an edge may go either way; random shapes never hit one.
         np.testing.assert_array_equal(drawn, brute_polygon(uv))
@@ -51,7 +52,7 @@ def test_circles_match_brute_force():
     for _ in range(200):
         c, r = rng.uniform(-5, W + 5, size=2), rng.uniform(0.3, 15.0)
         img = planes()
-        fill_circle(img, c[None], r, (0, 0, 0))
+        fill_circles(img, c[None], np.array([r]), ZERO, (0, 0, 0))
         expected = (ii - c[0]) ** 2 + (jj - c[1]) ** 2 <= r * r
         np.testing.assert_array_equal(img[0, 0] == 0, expected)
 
@@ -59,10 +60,10 @@ def test_circles_match_brute_force():
 def test_all_frames_at_once_equal_frame_by_frame():
     uv = np.stack([random_convex(np.random.default_rng(k))[:3] for k in range(6)])  # (T, 3, 2)
     together = planes(6)
-    fill_convex_polygon(together, uv, (10, 20, 30))
+    fill_convex_polygons(together, uv, np.arange(6), (10, 20, 30))
     for t in range(6):
         alone = planes()
-        fill_convex_polygon(alone, uv[t : t + 1], (10, 20, 30))
+        fill_convex_polygons(alone, uv[t : t + 1], ZERO, (10, 20, 30))
         np.testing.assert_array_equal(together[t], alone[0])
 
 
@@ -96,8 +97,9 @@ def test_render_video_pixel_convention_and_layers():
 @pytest.mark.parametrize("resolution", [64, 256])
 def test_off_screen_shapes_draw_nothing(resolution):
     img = np.full((1, 3, resolution, resolution), 255, dtype=np.uint8)
-    fill_circle(img, np.array([[-50.0, -50.0]]), 10.0, (0, 0, 0))
-    fill_convex_polygon(img, np.array([[[500.0, 5.0], [520.0, 5.0], [510.0, 30.0]]]), (0, 0, 0))
+    fill_circles(img, np.array([[-50.0, -50.0]]), np.array([10.0]), ZERO, (0, 0, 0))
+    triangle = np.array([[[500.0, 5.0], [520.0, 5.0], [510.0, 30.0]]])
+    fill_convex_polygons(img, triangle, ZERO, (0, 0, 0))
     assert (img == 255).all()
 
 
@@ -116,3 +118,20 @@ def test_generic_renderer_draws_compound_objects_like_ours():
     generic = render(states, 128, phyre.WORLD_SIZE, "paper")
     assert (ours != 255).any()
     np.testing.assert_array_equal(np.ascontiguousarray(generic), np.ascontiguousarray(ours))
+
+
+def test_one_batch_equals_one_call_per_item():
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 4, size=12)  # several items share a frame
+    centres, radii = rng.uniform(0, W, size=(12, 2)), rng.uniform(0.5, 9.0, size=12)
+    shapes = [random_convex(np.random.default_rng(10 + k)) for k in range(40)]
+    quads = np.stack([q for q in shapes if len(q) == 4][:12])
+    batched, single = planes(4), planes(4)
+    fill_circles(batched, centres, radii, frame, (1, 2, 3))
+    fill_convex_polygons(batched, quads, frame[: len(quads)], (1, 2, 3))
+    for k in range(12):
+        fill_circles(single, centres[k : k + 1], radii[k : k + 1], frame[k : k + 1], (1, 2, 3))
+    for k in range(len(quads)):
+        fill_convex_polygons(single, quads[k : k + 1], frame[k : k + 1], (1, 2, 3))
+    np.testing.assert_array_equal(batched, single)
+    assert (batched != 255).any()
