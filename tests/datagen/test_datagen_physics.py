@@ -128,3 +128,47 @@ def test_collision_sampling_puts_contact_between_frames_8_and_23():
         changed = np.flatnonzero(np.abs(st.velocities[:, 0, 0] - p["v1"]) > 1e-3)
         assert 8 <= changed[0] <= 24, (p, changed[0])
         assert 32 - changed[0] >= 8
+
+
+def _composition(scene: str, ranges: dict, options: dict, seed: int):
+    s = spec(scene, options=options)
+    s.ranges = {k: [v] for k, v in ranges.items()}
+    sc = get_scene(scene)
+    p = sc.sample_params(s, 0, np.random.default_rng(seed))
+    return p, sc.simulate(p, s)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_spatial_composition_ball_bounces_square_keeps_going(seed):
+    p, st = _composition(
+        "spatial_composition",
+        {"v_square": [1.0, 4.0], "v_ball": [1.0, 4.0], "s": [0.5, 1.0], "r": [0.5, 1.0]},
+        {},
+        seed,
+    )
+    vx = st.velocities[:, :, 0]
+    np.testing.assert_allclose(
+        vx[:, 0], p["v_square"], atol=1e-5
+    )  # the square never touches anything
+    flipped = np.flatnonzero(vx[:, 1] < 0)
+    assert 8 <= flipped[0] <= 24  # the ball meets the wall inside the video ...
+    np.testing.assert_allclose(vx[flipped[0] :, 1], -p["v_ball"], atol=1e-4)  # ... elastically
+    assert st.objects[2]["type"] == "wall" and not st.objects[2]["dynamic"]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_temporal_composition_bounce_then_elastic_collision(seed):
+    p, st = _composition(
+        "temporal_composition",
+        {"v1": [1.0, 4.0], "v2": [1.0, 4.0], "r1": [0.5, 1.5], "r2": [0.5, 1.5]},
+        {"balls": 2, "wall": True},
+        seed,
+    )
+    v1, v2 = st.velocities[:, 0, 0], st.velocities[:, 1, 0]
+    bounce = np.flatnonzero(v2 < 0)[0]
+    hit = np.flatnonzero(np.abs(v1 - p["v1"]) > 1e-3)[0]
+    assert bounce < hit  # the wall first, then the other ball
+    np.testing.assert_allclose(v2[bounce:hit], -p["v2"], atol=1e-4)
+    m1, m2 = p["r1"] ** 2, p["r2"] ** 2
+    e1, e2 = _elastic(m1, m2, p["v1"], -p["v2"])
+    np.testing.assert_allclose([v1[hit], v2[hit]], [e1, e2], atol=2e-3)
