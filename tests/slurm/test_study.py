@@ -91,3 +91,63 @@ def test_unknown_dataset_in_a_grid_is_named(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="dataset 'nope' is used by a grid but not defined"):
         main([str(bad), "dry_run=true", f"data_root={tmp_path}", f"run_root={tmp_path}"])
+
+
+@pytest.mark.slow
+def test_study_submits_a_held_dependency_chain_once(
+    slurm_cluster, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """Real sbatch through slurm/submit.sh: the chain's dependencies, and no double submission."""
+    study = tmp_path / "tiny_study.yaml"
+    study.write_text(
+        "name: tiny\n"
+        "datasets:\n"
+        "  train: {config: configs/data/uniform_30k.yaml, tasks: 2}\n"
+        "  eval_id: {config: configs/data/uniform_eval_id.yaml}\n"
+        "grids:\n"
+        "  - {name: u, train_config: configs/train/tiny_cpu.yaml, models: [S],\n"
+        "     train_sets: [train], eval_sets: [eval_id]}\n"
+        "eval_config: configs/eval/kinematics.yaml\n"
+        "train_sbatch: [--nodes=1, --gpus-per-node=0, --ntasks-per-node=2]\n"
+    )
+    for key in ("SLURM_CONF", "PATH"):
+        monkeypatch.setenv(key, slurm_cluster.env[key])
+    monkeypatch.setenv("PHYWORLD_LOG_ROOT", str(tmp_path / "logs"))
+    args = [str(study), "hold=true", f"data_root={tmp_path}/data", f"run_root={tmp_path}/runs"]
+    try:
+        main(args)
+        first = capsys.readouterr().out
+        ids = dict(re.findall(r"submitted (\S+): job (\d+)", first))
+        assert len(ids) == 5, first  # 2 datasets, 1 run, its watcher, the report
+
+        def dependency(name: str) -> str:
+            return slurm_cluster.job(int(ids[name]))["Dependency"]
+
+        data, run = ids["pw-tiny-data-train"], ids["pw-tiny-train-dit_s_train"]
+        assert dependency("pw-tiny-train-dit_s_train") == f"afterok:{data}_*(unfulfilled)"
+        watcher = dependency("pw-tiny-eval-dit_s_train")
+        assert f"after:{run}" in watcher and f"afterok:{ids['pw-tiny-data-eval_id']}" in watcher
+        report = dependency("pw-tiny-report")
+        assert f"afterok:{run}" in report and f"afterok:{ids['pw-tiny-eval-dit_s_train']}" in report
+        assert slurm_cluster.job(int(run))["Reason"] == "JobHeldUser"
+
+        main(args)  # again: everything is queued already, nothing new
+        second = capsys.readouterr().out
+        assert "submitted" not in second
+        assert second.count("queued   pw-tiny-") == 5
+    finally:
+        slurm_cluster.run(
+            "scancel",
+            "--name="
+            + ",".join(
+                f"pw-tiny-{k}"
+                for k in (
+                    "data-train",
+                    "data-eval_id",
+                    "train-dit_s_train",
+                    "eval-dit_s_train",
+                    "report",
+                )
+            ),
+            check=False,
+        )
