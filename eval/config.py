@@ -36,19 +36,17 @@ class AbnormalConfig:
 
     colour_tol: int = 40  # max channel distance of a pixel to its palette colour
     min_area_px: int = 6  # components smaller than this are noise, not objects
-    stray_pixel_frac: float = 0.003  # off-palette, non-background pixels per frame -> colour change
-    area_change: float = 0.35  # relative area change of a tracked object -> size change
-    shape_change: float = 0.35  # relative change of its second-moment eigenvalues -> shape change
-    overlap_area_drop: float = (
-        0.2  # drop of total object area with no object lost -> interpenetration
+    stray_pixel_frac: float = (
+        0.0005  # off-palette, non-background pixels per frame -> colour change
     )
-    energy_gain: float = (
-        0.1  # rise of potential+kinetic energy over the start, relative -> energy gain
-    )
+    area_change: float = 0.5  # area change of a colour class, in units of its smallest object ...
+    area_class_frac: float = 0.15  # ... and as a fraction of the class's area -> size/appear/vanish
+    shape_change: float = 0.35  # relative change of a single object's covariance eigenvalues
+    energy_gain: float = 0.1  # allowed energy rise, as a fraction of the fall so far ...
     energy_gain_abs_px: float = 2.0  # ... and at least this many pixels of height equivalent
     float_frames: int = 4  # a dynamic object at rest in the air this many frames -> floating
     rest_px: float = 0.5  # centroid motion per frame below this is "at rest"
-    match_px: float = 12.0  # max centroid jump between frames for tracking an object
+    gravity: float = 9.8  # the scene's gravity, world units / s^2 (PHYRE: 9.8)
 
 
 @dataclass
