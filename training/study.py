@@ -99,6 +99,7 @@ class Job:
     after_ok: list[str] = field(default_factory=list)  # start once these succeeded
     after_start: list[str] = field(default_factory=list)  # start once these started
     sbatch: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # set for the sbatch (the job inherits it)
     done: bool = False  # its output already exists: not submitted
     gpus: int = 0  # training runs: GPUs the job asks for
     gpu_hours: float = 0.0  # training runs: the estimate
@@ -189,17 +190,34 @@ def plan(study: StudyConfig) -> list[Job]:
             raise ConfigError(
                 f"dataset {key!r} is used by a grid but not defined under `datasets`: {sorted(study.datasets)}"
             )
-        return f"{prefix}-data-{key}"
+        return f"{prefix}-data-{key}-merge"
 
+    # A dataset: slurm/datagen.sh's two steps, a job array of one-core workers writing parts,
+    # then the merge that writes index and manifest (PHYWORLD_DATAGEN_MODE, see that script).
     for key, ds in study.datasets.items():
         root = f"{data_root}/{key}"
+        args = [ds.config, f"output={root}", *ds.overrides]
+        done = dataset_complete(root)
+        one_core = ["--ntasks=1", "--cpus-per-task=1", "--time=04:00:00", *study.sbatch]
         jobs.append(
             Job(
                 name=f"{prefix}-data-{key}",
                 script="slurm/datagen.sh",
-                args=[ds.config, f"output={root}", *ds.overrides],
-                sbatch=[f"--array=0-{ds.tasks - 1}", *study.sbatch],
-                done=dataset_complete(root),
+                args=args,
+                sbatch=[f"--array=0-{ds.tasks - 1}", "--requeue", "--open-mode=append", *one_core],
+                env={"PHYWORLD_DATAGEN_MODE": "generate"},
+                done=done,
+            )
+        )
+        jobs.append(
+            Job(
+                name=f"{prefix}-data-{key}-merge",
+                script="slurm/datagen.sh",
+                args=args,
+                after_ok=[f"{prefix}-data-{key}"],
+                sbatch=one_core,
+                env={"PHYWORLD_DATAGEN_MODE": "merge"},
+                done=done,
             )
         )
 
@@ -305,11 +323,12 @@ def submit(study: StudyConfig, jobs: list[Job]) -> dict[str, str]:
             continue
         if study.dry_run:  # a runnable script: job ids in shell variables
             line = job.sbatch_line({n: f"${_var(n)}" for n in ids}, study.hold)
-            print(f"{_var(job.name)}=$(" + " ".join(_quote(a) for a in line) + ")")
+            env = [f"{k}={shlex.quote(v)}" for k, v in job.env.items()]
+            print(f"{_var(job.name)}=$(" + " ".join([*env, *map(_quote, line)]) + ")")
             ids[job.name] = job.name
             continue
         line = job.sbatch_line(ids, study.hold)
-        result = subprocess.run(line, capture_output=True, text=True)
+        result = subprocess.run(line, capture_output=True, text=True, env={**os.environ, **job.env})
         if result.returncode != 0:
             raise RuntimeError(
                 f"sbatch for {job.name} failed: {result.stderr.strip()}\n  {shlex.join(line)}"

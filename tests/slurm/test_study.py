@@ -33,14 +33,14 @@ def test_dry_run_prints_a_runnable_chain_and_the_gpu_hours(
     cfg = load_config(StudyConfig, [str(study)])
     runs = sum(len(g.models) * len(g.train_sets) for g in cfg.grids)
     lines = [line for line in out.splitlines() if "submit.sh" in line]
-    # every dataset, every run and its eval watcher, one report
-    assert len(lines) == len(cfg.datasets) + 2 * runs + 1
+    # every dataset (its array and its merge), every run and its eval watcher, one report
+    assert len(lines) == 2 * len(cfg.datasets) + 2 * runs + 1
     script = tmp_path / "study.sh"
     script.write_text("\n".join(lines) + "\n")
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     # each training run waits for its training set; the report waits for every run and watcher
     train_s = next(line for line in lines if "-train-dit_s_" in line)
-    assert re.search(r"--dependency=afterok:\$PW_\w+_DATA_\w+", train_s)
+    assert re.search(r"--dependency=afterok:\$PW_\w+_DATA_\w+_MERGE ", train_s)
     report = lines[-1]
     assert report.count("afterok:") == 2 * runs and "slurm/report.sh" in report
     # the estimate: one line per run, bigger models cost more, a total
@@ -74,6 +74,7 @@ def test_resubmitting_skips_finished_datasets_and_runs(tmp_path: Path, capsys, m
 
     out = dry_run(study_yaml, tmp_path, capsys, monkeypatch, *overrides)
     assert "done     pw-uniform_scaling-data-uniform_30k" in out
+    assert "done     pw-uniform_scaling-data-uniform_30k-merge" in out
     assert "done     pw-uniform_scaling-train-dit_s_uniform_30k" in out
     submitted = [line for line in out.splitlines() if "submit.sh" in line]
     b_30k = next(line for line in submitted if "-train-dit_b_uniform_30k " in line)
@@ -114,19 +115,23 @@ def test_study_submits_a_held_dependency_chain_once(
         monkeypatch.setenv(key, slurm_cluster.env[key])
     monkeypatch.setenv("PHYWORLD_LOG_ROOT", str(tmp_path / "logs"))
     args = [str(study), "hold=true", f"data_root={tmp_path}/data", f"run_root={tmp_path}/runs"]
+    first = ""
     try:
         main(args)
         first = capsys.readouterr().out
         ids = dict(re.findall(r"submitted (\S+): job (\d+)", first))
-        assert len(ids) == 5, first  # 2 datasets, 1 run, its watcher, the report
+        assert len(ids) == 7, first  # 2 datasets (array + merge), 1 run, its watcher, the report
 
         def dependency(name: str) -> str:
             return slurm_cluster.job(int(ids[name]))["Dependency"]
 
-        data, run = ids["pw-tiny-data-train"], ids["pw-tiny-train-dit_s_train"]
-        assert dependency("pw-tiny-train-dit_s_train") == f"afterok:{data}_*(unfulfilled)"
+        array, merge = ids["pw-tiny-data-train"], ids["pw-tiny-data-train-merge"]
+        run = ids["pw-tiny-train-dit_s_train"]
+        assert dependency("pw-tiny-data-train-merge") == f"afterok:{array}_*(unfulfilled)"
+        assert dependency("pw-tiny-train-dit_s_train") == f"afterok:{merge}(unfulfilled)"
         watcher = dependency("pw-tiny-eval-dit_s_train")
-        assert f"after:{run}" in watcher and f"afterok:{ids['pw-tiny-data-eval_id']}" in watcher
+        assert f"after:{run}" in watcher
+        assert f"afterok:{ids['pw-tiny-data-eval_id-merge']}" in watcher
         report = dependency("pw-tiny-report")
         assert f"afterok:{run}" in report and f"afterok:{ids['pw-tiny-eval-dit_s_train']}" in report
         assert slurm_cluster.job(int(run))["Reason"] == "JobHeldUser"
@@ -134,20 +139,7 @@ def test_study_submits_a_held_dependency_chain_once(
         main(args)  # again: everything is queued already, nothing new
         second = capsys.readouterr().out
         assert "submitted" not in second
-        assert second.count("queued   pw-tiny-") == 5
+        assert second.count("queued   pw-tiny-") == 7
     finally:
-        slurm_cluster.run(
-            "scancel",
-            "--name="
-            + ",".join(
-                f"pw-tiny-{k}"
-                for k in (
-                    "data-train",
-                    "data-eval_id",
-                    "train-dit_s_train",
-                    "eval-dit_s_train",
-                    "report",
-                )
-            ),
-            check=False,
-        )
+        for job_id in re.findall(r"submitted \S+: job (\d+)", first):
+            slurm_cluster.run("scancel", job_id, check=False)
