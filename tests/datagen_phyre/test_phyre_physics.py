@@ -172,3 +172,12 @@ def test_unplaceable_template_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(phyre, "MAX_TRIES", 3)
     with pytest.raises(phyre.PlacementError, match=r"template 5 .*dynamic_bar.*2 attempts"):
         phyre.place_layout(5, np.random.default_rng(0), W)
+
+
+def test_raw_chipmunk_step_equals_pymunk_step(monkeypatch):
+    objs = scene(17, seed=6)
+    fast = phyre.simulate_objects(objs, W, FRAMES, SUBSTEPS, FRAME_DT)
+    monkeypatch.setattr(phyre, "_raw_step", lambda space: space.step)
+    slow = phyre.simulate_objects(objs, W, FRAMES, SUBSTEPS, FRAME_DT)
+    for name in ("positions", "velocities", "angles", "angular_velocities"):
+        np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name))
