@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from datagen import shards
 from datagen.config import RUN_KEYS, DatagenConfig, DatagenConfigError
-from datagen.render import STYLES, render
+from datagen.render import STYLES, draw
 from datagen.sampling import SceneSpec, group_specs
 from datagen.scenes import get_scene
 from datagen.schema import encode_frames, to_json
@@ -107,8 +107,10 @@ def make_sample(plan: Plan, index: int) -> dict[str, Any]:
     states = plan.scene.simulate(params, spec)
     if hasattr(plan.scene, "render"):  # scenes with their own renderer (e.g. phyre)
         frames = plan.scene.render(states, world_size=cfg.world_size, resolution=cfg.resolution)
+        encoded = encode_frames(frames, cfg.zstd_level)
     else:
-        frames = render(states, cfg.resolution, cfg.world_size, cfg.render)
+        canvas = draw(states, cfg.resolution, cfg.world_size, cfg.render)
+        encoded = encode_frames(canvas.frames(), cfg.zstd_level, canvas.boxes())
     params = {
         **params,
         "world_size": cfg.world_size,
@@ -123,7 +125,7 @@ def make_sample(plan: Plan, index: int) -> dict[str, Any]:
         "scenario": cfg.scene,
         "split": cfg.split,
         "level": spec.level,
-        "frames": encode_frames(frames, cfg.zstd_level),
+        "frames": encoded,
         "positions": states.positions,
         "velocities": states.velocities,
         "angles": states.angles,

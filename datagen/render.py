@@ -116,6 +116,14 @@ class Canvas:
         self.pixels = np.full((3, frames, resolution, resolution), 255, dtype=np.uint8)
         self.dirty: list[tuple[int, int, int, int] | None] = [None] * frames  # r0, r1, c0, c1
 
+    def frames(self) -> np.ndarray:
+        """(T, H, W, 3) uint8, a view of the planar pixels."""
+        return self.pixels.transpose(1, 2, 3, 0)
+
+    def boxes(self) -> np.ndarray:
+        """(T, 4) uint16 row0, row1, col0, col1 per frame: everything outside is white."""
+        return np.array([d or (0, 0, 0, 0) for d in self.dirty], dtype=np.uint16)
+
     def paint(self, colour, alpha: np.ndarray, rows0: np.ndarray, cols0: np.ndarray) -> None:
         """Paint `colour` with coverage `alpha` (T, B, B) whose top-left pixels are (rows0, cols0)."""
         t, b, _ = alpha.shape
@@ -181,6 +189,11 @@ def render(states: States, resolution: int, world_size: float, style: str = "aa"
     `datagen.schema.encode_frames` stores; `np.ascontiguousarray` it if a consumer needs
     (T, H, W, 3) memory order.
     """
+    return draw(states, resolution, world_size, style).frames()
+
+
+def draw(states: States, resolution: int, world_size: float, style: str = "aa") -> Canvas:
+    """Paint every object; the `Canvas` also knows each frame's painted box (for the encoder)."""
     if style not in STYLES:
         raise ValueError(f"unknown render style '{style}': use one of {STYLES}")
     canvas = Canvas(states.positions.shape[0], resolution)
@@ -193,4 +206,4 @@ def render(states: States, resolution: int, world_size: float, style: str = "aa"
             if obj["shape"] not in DRAWERS:
                 import datagen.render_shapes  # noqa: F401  (registers polygon / compound drawers)
             DRAWERS[obj["shape"]](canvas, obj, uv, states.angles[:, i], scale, style)
-    return canvas.pixels.transpose(1, 2, 3, 0)
+    return canvas
