@@ -5,7 +5,8 @@ the data-parallel ranks only: the ranks of one sequence-parallel group are conse
 same samples (streaming's `replication`). The loader's `state_dict()` goes into every checkpoint,
 so a resumed run sees exactly the samples an uninterrupted one would have.
 
-A batch is `{"video": (B, 3, T, H, W) float in [-1, 1]}` for `kind: videos`, or
+A batch is `{"video": (B, 3, T, H, W) uint8}` at the stored resolution for `kind: videos` (the
+trainer makes floats in [-1, 1] at `data.resolution` on its device: `to_unit_range`), or
 `{"latents": (B, C, T, h, w)}` for `kind: latents` (datasets whose `latents` column holds
 `(C, T, h, w)` arrays already encoded by the frozen autoencoder).
 """
@@ -44,20 +45,33 @@ def decode_frames(value: Any) -> np.ndarray:
     return schema.decode_frames(value)
 
 
-def video_tensor(frames: np.ndarray, num_frames: int, resolution: int) -> torch.Tensor:
-    """(T, H, W, 3) uint8 -> (3, num_frames, resolution, resolution) float in [-1, 1]."""
+def video_uint8(frames: np.ndarray, num_frames: int) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (3, num_frames, H, W) uint8: what the loader ships to the trainer."""
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise DataError(f"expected frames of shape (T, H, W, 3), got {frames.shape}")
     if frames.shape[0] < num_frames:
         raise DataError(
             f"samples have {frames.shape[0]} frames but data.frames={num_frames}; lower data.frames"
         )
-    video = torch.from_numpy(np.array(frames[:num_frames])).permute(3, 0, 1, 2)  # a writable copy
-    video = video.float() / 127.5 - 1.0  # (3, T, H, W)
+    return torch.from_numpy(np.ascontiguousarray(frames[:num_frames].transpose(3, 0, 1, 2)))
+
+
+def to_unit_range(video: torch.Tensor, resolution: int) -> torch.Tensor:
+    """uint8 videos (B, 3, T, H, W) -> float in [-1, 1] at resolution x resolution.
+
+    The trainer calls this on the GPU: loader workers then only decompress and reorder bytes,
+    and a batch crosses process boundaries as uint8 (4x smaller than floats).
+    """
+    video = video.float().mul_(1 / 127.5).sub_(1.0)
     if video.shape[-2:] != (resolution, resolution):
         # Area averaging: downsampling a rendered ball keeps its soft edge and its centroid.
-        video = F.interpolate(video, size=(resolution, resolution), mode="area")
+        video = F.interpolate(video, size=(video.shape[2], resolution, resolution), mode="area")
     return video
+
+
+def video_tensor(frames: np.ndarray, num_frames: int, resolution: int) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (3, num_frames, resolution, resolution) float in [-1, 1]."""
+    return to_unit_range(video_uint8(frames, num_frames)[None], resolution)[0]
 
 
 class PhysicsVideos(StreamingDataset):
@@ -72,8 +86,7 @@ class PhysicsVideos(StreamingDataset):
         if self.data_cfg.kind == "latents":
             latents = torch.from_numpy(np.asarray(sample["latents"], dtype=np.float32))
             return {"latents": latents[:, : self.data_cfg.frames]}
-        frames = decode_frames(sample["frames"])
-        return {"video": video_tensor(frames, self.data_cfg.frames, self.data_cfg.resolution)}
+        return {"video": video_uint8(decode_frames(sample["frames"]), self.data_cfg.frames)}
 
 
 def _ignore_job_signals(_worker_id: int) -> None:

@@ -23,7 +23,7 @@ from phyworld.config import load_config, to_yaml
 from training import checkpoint, diffusion
 from training.checkpoint import RunShape, write_atomic
 from training.config import TrainConfig
-from training.data import build_dataloader
+from training.data import build_dataloader, to_unit_range
 from training.distributed import init_distributed
 from training.ema import EMA
 from training.engine import global_batch_size, initialize, use_bf16
@@ -55,12 +55,13 @@ def batches(loader: Any) -> Iterator[dict[str, torch.Tensor]]:
 
 @torch.no_grad()
 def to_latents(
-    batch: dict[str, torch.Tensor], autoencoder: Any, device: torch.device
+    batch: dict[str, torch.Tensor], autoencoder: Any, resolution: int, device: torch.device
 ) -> torch.Tensor:
     """A micro-batch as clean latents x0 (B, C, T, h, w)."""
     if "latents" in batch:
         return batch["latents"].to(device)
-    return autoencoder.encode(batch["video"].to(device))
+    video = to_unit_range(batch["video"].to(device, non_blocking=True), resolution)
+    return autoencoder.encode(video)
 
 
 def mean_over_ranks(value: float, device: torch.device) -> float:
@@ -135,7 +136,7 @@ def main(argv: list[str]) -> None:
         # One optimizer step: grad_accum_steps micro-batches; DeepSpeed steps on the last one.
         losses = []
         for _ in range(cfg.parallel.grad_accum_steps):
-            x0 = to_latents(next(stream), autoencoder, env.device).to(dtype)
+            x0 = to_latents(next(stream), autoencoder, cfg.data.resolution, env.device).to(dtype)
             loss = diffusion.loss(
                 engine, x0, cfg.diffusion.cond_frames, cfg.diffusion.timestep_sampling, noise
             )

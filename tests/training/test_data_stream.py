@@ -13,7 +13,7 @@ from conftest import make_dataset
 
 from phyworld.config import load_config
 from training.config import DataConfig, TrainConfig
-from training.data import DataError, build_dataloader
+from training.data import DataError, build_dataloader, to_unit_range, video_tensor
 
 
 def data_config(path: str, *overrides: str) -> DataConfig:
@@ -54,20 +54,23 @@ def first_batches(
 def test_videos_decoded_resized_and_resumed(tiny_dataset: Path, tmp_path: Path) -> None:
     cfg = data_config(str(tiny_dataset))
     batches, state = first_batches(cfg, tmp_path, 4)
-    assert batches[0].shape == (4, 3, 8, 32, 32) and batches[0].dtype == torch.float32
+    assert batches[0].shape == (4, 3, 8, 32, 32) and batches[0].dtype == torch.uint8
     assert (
-        batches[0].min() >= -1 and batches[0].max() <= 1 and batches[0].max() == 1
-    )  # white background
+        batches[0].max() == 255
+        and batches[0][:, 0].float().mean() > batches[0][:, 1].float().mean()
+    )  # red on white
     assert not torch.equal(batches[0], batches[1])
     # A new loader given the state after batch 2 continues with batches 3 and 4.
     resumed, _ = first_batches(cfg, tmp_path, 2, state)
     assert torch.equal(resumed[0], batches[2]) and torch.equal(resumed[1], batches[3])
 
-    small, _ = first_batches(data_config(str(tiny_dataset), "data.resolution=16"), tmp_path, 1)
-    assert small[0].shape == (4, 3, 8, 16, 16)
-    assert torch.allclose(
-        small[0], torch.nn.functional.avg_pool3d(batches[0], (1, 2, 2)), atol=1e-5
-    )
+    # The trainer's side: floats in [-1, 1], area-resized to data.resolution.
+    full = to_unit_range(batches[0], 32)
+    assert full.dtype == torch.float32 and full.min() >= -1 and full.max() == 1
+    assert torch.equal(full[0], video_tensor(batches[0][0].permute(1, 2, 3, 0).numpy(), 8, 32))
+    small = to_unit_range(batches[0], 16)
+    assert small.shape == (4, 3, 8, 16, 16)
+    assert torch.allclose(small, torch.nn.functional.avg_pool3d(full, (1, 2, 2)), atol=1e-6)
 
 
 def test_too_many_frames_asked(tiny_dataset: Path, tmp_path: Path) -> None:
