@@ -66,7 +66,7 @@ def test_our_vae_trains_and_reloads_to_the_same_outputs(tmp_path):
         resolution=16,
         clip_frames=3,
         batch_size=4,
-        steps=15,
+        steps=10,
         lr=3e-3,
         shuffle_buffer=16,
         log_every=5,
@@ -193,7 +193,7 @@ def test_vae_cli_on_generated_uniform_motion(tmp_path):
     subprocess.run([sys.executable, "-m", "datagen", *gen], check=True, cwd=repo)
     out = tmp_path / "vae"
     args = [str(repo / "configs/vae/tiny.yaml"), f"data={data}", f"output_dir={out}"]
-    args += ["resolution=32", "steps=10", "eval_videos=4", "batch_size=2", "log_every=5"]
+    args += ["resolution=32", "steps=4", "eval_videos=4", "batch_size=2", "log_every=5"]
     subprocess.run([sys.executable, "-m", "training.vae", *args], check=True, cwd=repo)
 
     metrics = json.loads((out / "vae.json").read_text())["metrics"]
