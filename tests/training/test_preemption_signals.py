@@ -40,6 +40,23 @@ def test_hung_step_names_rank_and_step() -> None:
     assert "collective_timeout_s" in result.stderr and "Thread" in result.stderr  # stacks dumped
 
 
+def test_handler_flags_stop_and_save_on_demand() -> None:
+    code = (
+        "import os, signal\nfrom training.preemption import PreemptionHandler\n"
+        "h = PreemptionHandler()\n"
+        "os.kill(os.getpid(), signal.SIGUSR2); a = h.poll(); b = h.poll()\n"
+        "os.kill(os.getpid(), signal.SIGTERM); os.kill(os.getpid(), signal.SIGUSR1); c = h.poll()\n"
+        "print(a, b, c, h.stop_signal == signal.SIGTERM)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.split("\n")[0] == "(False, True) (False, False) (True, False) True", (
+        result.stderr
+    )
+    assert "will checkpoint after this step and continue" in result.stderr
+
+
 @pytest.mark.slow
 def test_signal_checkpoints_requeues_and_resumes(tmp_path: Path, tiny_dataset: Path) -> None:
     bin_dir = tmp_path / "bin"
