@@ -94,16 +94,20 @@ class StepWatchdog:
         self.timeout_s = timeout_s
         self.rank = rank
         self.step = 0
-        self.phase = "startup"
+        self.phase = ""
         self.last = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True, name="step-watchdog")
-        if timeout_s > 0:
-            self._thread.start()
 
     def beat(self, step: int, phase: str = "train step") -> None:
-        """Record progress: the loop calls this at each step boundary."""
+        """Record progress: the loop calls this at each step boundary (the first call arms it).
+
+        Start-up (loading a large checkpoint, downloading an index) is not watched: its
+        collectives are bounded by the process group's own timeout.
+        """
         self.step, self.phase, self.last = step, phase, time.monotonic()
+        if self.timeout_s > 0 and not self._thread.is_alive():
+            self._thread.start()
 
     def close(self) -> None:
         self._stop.set()
