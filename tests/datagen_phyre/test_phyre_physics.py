@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,7 +132,7 @@ def test_same_seed_same_bytes():
     assert sample_bytes(7) != sample_bytes(8)
     # And in a fresh interpreter (other hash seed, other import order).
     code = (
-        "import hashlib, sys; sys.path.insert(0, 'tests/datagen_phyre');"
+        f"import hashlib, sys; sys.path.insert(0, {str(Path(__file__).parent)!r});"
         "from test_phyre_physics import sample_bytes;"
         "print(hashlib.sha256(sample_bytes(7)).hexdigest())"
     )
