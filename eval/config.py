@@ -11,9 +11,12 @@ from dataclasses import dataclass, field
 
 @dataclass
 class EvalSetConfig:
-    """One eval dataset (a datagen dataset of split `eval`), scored as kinematics or combinatorial."""
+    """One eval dataset (a datagen dataset of split `eval`), scored as kinematics or combinatorial.
 
-    name: str = "???"  # the label in metrics.jsonl and the report, e.g. "uniform_id"
+    Sets are a mapping name -> set in `EvalConfig.sets`, so one can be changed from the command
+    line: `sets.uniform_id.path=s3://bucket/uniform_eval_id`.
+    """
+
     path: str = "???"  # local directory or s3://bucket/prefix written by `python -m datagen`
     kind: str = (
         "kinematic"  # kinematic (velocity error) | combinatorial (FVD/SSIM/PSNR/LPIPS/abnormal)
@@ -76,7 +79,7 @@ class EvalConfig:
     watch: bool = False  # follow RUN/checkpoints and evaluate each new complete checkpoint once
     poll_s: float = 60.0  # watcher: seconds between scans
     stop_after_s: float = 0.0  # watcher: give up after this long with nothing new (0: never)
-    sets: list[EvalSetConfig] = field(default_factory=list)
+    sets: dict[str, EvalSetConfig] = field(default_factory=dict)  # name -> set
     ema: bool = True  # evaluate the EMA weights
     device: str = "auto"  # auto (cuda if available) | cpu | cuda
     batch_size: int = 16

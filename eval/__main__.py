@@ -1,0 +1,42 @@
+"""`python -m eval CONFIG.yaml checkpoint=PATH [watch=true] [key=value ...]`.
+
+`checkpoint` is a checkpoint directory (RUN/checkpoints/step_X) or a run directory (its newest
+complete checkpoint; with `watch=true`, every checkpoint as it appears). Results go to the run:
+RUN/eval/metrics.jsonl, RUN/tb (TensorBoard) and RUN/eval/videos (see `eval.watch`).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import phyworld  # noqa: F401  (makes `import streaming` work)
+from eval.config import EvalConfig
+from eval.evaluate import load_nets
+from eval.watch import evaluate_and_record, watch
+from phyworld.config import ConfigError, load_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = load_config(EvalConfig, sys.argv[1:] if argv is None else argv)
+    if not cfg.checkpoint:
+        raise ConfigError("set checkpoint=PATH (a run directory or RUN/checkpoints/step_X)")
+    path = Path(cfg.checkpoint)
+    is_run = (path / "checkpoints").is_dir()
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else (path if is_run else path.parent.parent)
+    nets = load_nets(cfg)  # weights errors surface before any generation
+    if cfg.watch:
+        if not is_run:
+            raise ConfigError(
+                f"watch=true follows a run: pass checkpoint=RUN (a directory with checkpoints/), got {path}"
+            )
+        watch(run_dir, cfg, nets)
+        return 0
+    from training.inference import resolve_checkpoint
+
+    evaluate_and_record(resolve_checkpoint(path), run_dir, cfg, nets)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

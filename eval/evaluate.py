@@ -1,0 +1,258 @@
+"""Evaluate one checkpoint on the configured eval sets: generate, parse, score, record.
+
+For each set the checkpoint continues every video from its first c frames (batched, fixed seed).
+Kinematic sets: both parsers on the generated videos (`model`), on the ground truth (`gt`, the
+parser's noise floor) and on VAE reconstructions (`vae`, the autoencoder's floor).
+Combinatorial sets: FVD, SSIM, PSNR, LPIPS against the ground truth and the abnormal ratio of the
+generated videos (and of the ground truth, which must be 0).
+
+Each (checkpoint, set) gives one record: a flat dict of means (`vel_error` is the primary
+parser's model error; every other number is `METRIC.PARSER.SOURCE`, e.g.
+`vel_error.alpha.gt`). Side-by-side videos (ground truth | VAE | generated) go to
+`RUN/eval/videos/` as GIFs and to TensorBoard.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from eval import abnormal, fvd, video_metrics
+from eval.config import EvalConfig, EvalSetConfig
+from eval.parse import PARSERS, parse_balls
+from eval.samples import EvalSetError, iter_batches, kinematic_truth, stack_frames
+from eval.velocity import velocity_errors
+
+
+class CheckpointLoadError(RuntimeError):
+    """A checkpoint eval cannot load; the message says why and what to do."""
+
+
+def pick_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def load_checkpoint(path: Path, cfg: EvalConfig):
+    """`training.inference.load_generator`, with its failures turned into clear errors."""
+    from phyworld.config import ConfigError
+    from training.checkpoint import CheckpointError
+    from training.inference import load_generator
+
+    try:
+        return load_generator(path, ema=cfg.ema, device=pick_device(cfg.device))
+    except ConfigError as err:
+        raise CheckpointLoadError(
+            f"checkpoint {path} was written with a config this code does not know ({err}); "
+            "evaluate it with the phyworld version that trained it"
+        ) from None
+    except (CheckpointError, FileNotFoundError) as err:
+        raise CheckpointLoadError(f"cannot load checkpoint {path}: {err}") from None
+
+
+def checkpoint_step(path: Path) -> int:
+    meta = path / "meta.json"
+    if meta.is_file():
+        return int(json.loads(meta.read_text())["step"])
+    return int(path.name.rsplit("_", 1)[-1])
+
+
+@torch.no_grad()
+def reconstruct(gen, frames: np.ndarray) -> np.ndarray:
+    """VAE round trip of uint8 videos (B, T, H, W, 3) at the model's resolution."""
+    video = torch.from_numpy(np.ascontiguousarray(frames)).to(gen.device)
+    video = video.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0  # (B, 3, T, H, W)
+    video = resize(video, gen.resolution)
+    out = gen.autoencoder.decode(gen.autoencoder.encode(video)).clamp(-1, 1)
+    return ((out + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
+
+
+def resize(video: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, C, T, H, W) -> (B, C, T, size, size), area-averaged (a no-op at the same size)."""
+    b, c, t, h, w = video.shape
+    if (h, w) == (size, size):
+        return video
+    flat = F.interpolate(
+        video.transpose(1, 2).reshape(b * t, c, h, w), size=(size, size), mode="area"
+    )
+    return flat.reshape(b, t, c, size, size).transpose(1, 2)
+
+
+def resize_uint8(frames: np.ndarray, size: int) -> np.ndarray:
+    if frames.shape[2] == size:
+        return frames
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 4, 1, 2, 3).float()
+    return resize(x, size).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 4, 1).numpy()
+
+
+def _mean(values: list[np.ndarray]) -> float:
+    v = np.concatenate(values) if values else np.array([])
+    return float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+
+
+def score_kinematic(
+    gen, name: str, set_cfg: EvalSetConfig, cfg: EvalConfig
+) -> tuple[dict, np.ndarray]:
+    """Velocity errors of a kinematic set: both parsers x (model, gt, vae)."""
+    cond = gen.config.diffusion.cond_frames
+    per: dict[str, list[np.ndarray]] = defaultdict(list)
+    side_by_side, n, level, scenario = None, 0, "", ""
+    batches = iter_batches(set_cfg.path, cfg.batch_size, set_cfg.max_videos)
+    for i, batch in enumerate(tqdm(batches, desc=f"eval {name}", unit="batch")):
+        truth = kinematic_truth(batch, name)
+        level, scenario = batch[0]["level"], truth.scenario
+        gt = stack_frames(batch)
+        videos = {
+            "gt": gt,
+            "model": gen.generate(gt, cond, cfg.sample_steps or None, seed=cfg.seed + i),
+        }
+        if cfg.floors:
+            videos["vae"] = reconstruct(gen, gt)
+        for source, frames in videos.items():
+            if source == "gt" and not cfg.floors:
+                continue
+            for method in PARSERS:
+                parsed = parse_balls(
+                    frames,
+                    truth.world_size,
+                    method=method,
+                    colours=truth.colours,
+                    threshold=cfg.parser.threshold,
+                    alpha_floor=cfg.parser.alpha_floor,
+                )
+                errors = velocity_errors(
+                    parsed,
+                    truth.position,
+                    truth.velocity,
+                    truth.radius,
+                    world_size=truth.world_size,
+                    frame_dt=truth.frame_dt,
+                    cond_frames=cond,
+                    scenario=truth.scenario,
+                )
+                for metric, values in errors.items():
+                    per[f"{metric}.{method}.{source}"].append(values)
+        if side_by_side is None:
+            side_by_side = _side_by_side(videos, cfg.num_side_by_side, gen.resolution)
+        n += len(batch)
+    if n == 0:
+        raise EvalSetError(f"eval set '{name}' at {set_cfg.path} holds no videos")
+    record = {key: _mean(v) for key, v in sorted(per.items())}
+    primary = cfg.parser.primary
+    record["vel_error"] = record[f"vel_error.{primary}.model"]
+    if cfg.floors:
+        record["vel_error_gt"] = record[f"vel_error.{primary}.gt"]
+        record["vel_error_vae"] = record[f"vel_error.{primary}.vae"]
+    record.update(n=n, level=level, scenario=scenario, parser=primary)
+    return record, side_by_side
+
+
+def score_combinatorial(
+    gen, name: str, set_cfg: EvalSetConfig, cfg: EvalConfig, nets: dict
+) -> tuple[dict, np.ndarray]:
+    """FVD / SSIM / PSNR / LPIPS against the ground truth and the abnormal ratio."""
+    cond = gen.config.diffusion.cond_frames
+    per: dict[str, list[np.ndarray]] = defaultdict(list)
+    feats: dict[str, list[np.ndarray]] = defaultdict(list)
+    flags: dict[str, list[dict]] = defaultdict(list)
+    side_by_side, n, level = None, 0, ""
+    device = pick_device(cfg.device)
+    batches = iter_batches(set_cfg.path, cfg.batch_size, set_cfg.max_videos)
+    for i, batch in enumerate(tqdm(batches, desc=f"eval {name}", unit="batch")):
+        level = batch[0]["level"]
+        gt = resize_uint8(stack_frames(batch), gen.resolution)
+        fake = gen.generate(gt, cond, cfg.sample_steps or None, seed=cfg.seed + i)
+        per["ssim"].append(video_metrics.ssim(fake, gt, start=cond))
+        per["psnr"].append(video_metrics.psnr(fake, gt, start=cond))
+        per["lpips"].append(video_metrics.lpips(nets["lpips"], fake, gt, start=cond))
+        if n < cfg.fvd.num_videos:
+            take = cfg.fvd.num_videos - n
+            feats["gt"].append(fvd.i3d_features(nets["i3d"], gt[:take], cfg.fvd.batch_size, device))
+            feats["model"].append(
+                fvd.i3d_features(nets["i3d"], fake[:take], cfg.fvd.batch_size, device)
+            )
+        for sample, g_frames, f_frames in zip(batch, gt, fake):
+            palette = abnormal.Palette.from_objects(sample["objects"])
+            p = sample["params"]
+            g = cfg.abnormal.gravity * gen.resolution / p["world_size"] * p["frame_dt"] ** 2
+            flags["model"].append(abnormal.detect(f_frames, palette, cfg.abnormal, g, start=cond))
+            if cfg.floors:
+                flags["gt"].append(abnormal.detect(g_frames, palette, cfg.abnormal, g, start=cond))
+        if side_by_side is None:
+            videos = {"gt": gt, "model": fake}
+            if cfg.floors:
+                videos["vae"] = reconstruct(gen, gt)
+            side_by_side = _side_by_side(videos, cfg.num_side_by_side, gen.resolution)
+        n += len(batch)
+    if n == 0:
+        raise EvalSetError(f"eval set '{name}' at {set_cfg.path} holds no videos")
+    record: dict[str, Any] = {key: _mean(v) for key, v in per.items()}
+    real, gen_feats = np.concatenate(feats["gt"]), np.concatenate(feats["model"])
+    record["fvd"] = fvd.fvd_from_features(real, gen_feats) if len(real) > 1 else float("nan")
+    record["fvd_n"] = len(real)
+    for source, f in flags.items():
+        for key, value in abnormal.abnormal_ratio(f).items():
+            record[key if source == "model" else f"{key}.{source}"] = value
+    record.update(n=n, level=level, scenario="phyre")
+    return record, side_by_side
+
+
+def _side_by_side(videos: dict[str, np.ndarray], keep: int, size: int) -> np.ndarray:
+    """(k, T, R, 3R or 2R, 3) uint8: ground truth | VAE | generated, side by side."""
+    parts = [resize_uint8(videos[s][:keep], size) for s in ("gt", "vae", "model") if s in videos]
+    return np.concatenate(parts, axis=3)
+
+
+def load_nets(cfg: EvalConfig) -> dict:
+    """The feature networks of the combinatorial metrics (only when a combinatorial set is configured)."""
+    if not any(s.kind == "combinatorial" for s in cfg.sets.values()):
+        return {}
+    device = pick_device(cfg.device)
+    i3d = fvd.load_i3d(cfg.fvd.weights, cfg.fvd.sha256, cfg.fvd.url, cfg.fvd.cache_dir).to(device)
+    lp = video_metrics.load_lpips(cfg.lpips.weights, cfg.lpips.sha256).to(device)
+    return {"i3d": i3d, "lpips": lp}
+
+
+def evaluate_checkpoint(
+    path: Path, cfg: EvalConfig, nets: dict
+) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """Records (one per eval set) and side-by-side videos of one checkpoint."""
+    if not cfg.sets:
+        raise EvalSetError(
+            "no eval sets configured: add `sets:` to the eval YAML (see configs/eval/)"
+        )
+    gen = load_checkpoint(path, cfg)
+    step = checkpoint_step(gen.checkpoint)
+    records, clips = [], {}
+    for name, set_cfg in cfg.sets.items():
+        start = time.time()
+        if set_cfg.kind == "kinematic":
+            record, clip = score_kinematic(gen, name, set_cfg, cfg)
+        elif set_cfg.kind == "combinatorial":
+            record, clip = score_combinatorial(gen, name, set_cfg, cfg, nets)
+        else:
+            raise EvalSetError(
+                f"eval set '{name}': kind must be kinematic or combinatorial, got '{set_cfg.kind}'"
+            )
+        record = {
+            "checkpoint": gen.checkpoint.name,
+            "step": step,
+            "set": name,
+            "kind": set_cfg.kind,
+            "model_size": gen.config.model.size,
+            "ema": cfg.ema,
+            "seconds": round(time.time() - start, 2),
+            **record,
+        }
+        records.append(record)
+        clips[name] = clip
+    return records, clips

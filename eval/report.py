@@ -1,0 +1,148 @@
+"""`python -m eval.report RUN [RUN ...] [--out DIR]`: gather runs into the paper's table and figure.
+
+For each run the newest evaluated checkpoint is taken. The table has one row per (model, data,
+eval set): kinematic velocity errors with their GT and VAE floors, combinatorial FVD / SSIM /
+PSNR / LPIPS / abnormal ratio (in-template and out-of-template side by side, as Table 2).
+The figure is the paper's figure 3: velocity error against training-set size (log-log), one line
+per model size, one panel for in-distribution and one for out-of-distribution (mean over the OOD
+levels), the ground-truth parser floor as a dashed line.
+
+Writes DIR/table.md, DIR/table.csv and DIR/fig3_velocity_error.png (DIR: ./report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+from eval.watch import read_metrics
+
+COLUMNS = (
+    "model", "data", "data_size", "set", "level", "step",
+    "vel_error", "vel_error_gt", "vel_error_vae",
+    "fvd", "ssim", "psnr", "lpips", "abnormal",
+)  # fmt: skip
+SIZE_ORDER = {"tiny": 0, "S": 1, "B": 2, "L": 3, "XL": 4}
+
+
+def data_size(path: str) -> int | None:
+    """Videos in a training set (its manifest), or None when it cannot be read."""
+    try:
+        from datagen.shards import read_manifest
+
+        return int(read_manifest(path)["count"])
+    except Exception:  # a moved or remote dataset: the table shows its name only
+        return None
+
+
+def run_rows(run: Path) -> list[dict]:
+    """Rows of one run: its newest evaluated checkpoint's records."""
+    records = read_metrics(run)
+    if not records:
+        raise FileNotFoundError(
+            f"{run} has no eval/metrics.jsonl: evaluate it with `python -m eval`"
+        )
+    step = max(r["step"] for r in records)
+    cfg = (
+        yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
+    )
+    data_path = cfg.get("data", {}).get("path", "")
+    size = data_size(data_path) if data_path else None
+    rows = []
+    for r in records:
+        if r["step"] != step:
+            continue
+        row = {k: r.get(k) for k in COLUMNS}
+        row.update(
+            model=r.get("model_size", "?"), data=Path(data_path).name or run.name, data_size=size
+        )
+        rows.append(row)
+    return rows
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def write_table(rows: list[dict], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "table.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_fmt(r[c]) for c in COLUMNS) + " |" for r in rows]
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+
+
+def figure3_series(rows: list[dict]) -> tuple[dict, float | None]:
+    """{(panel, model): [(data_size, error), ...]} and the mean GT floor, from kinematic rows."""
+    points: dict[tuple[str, str, int], list[float]] = defaultdict(list)
+    floors = []
+    for r in rows:
+        if r.get("vel_error") is None or r.get("data_size") is None:
+            continue
+        panel = "ID" if r["level"] == "id" else "OOD"
+        points[(panel, r["model"], r["data_size"])].append(r["vel_error"])
+        if r.get("vel_error_gt") is not None:
+            floors.append(r["vel_error_gt"])
+    series: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
+    for (panel, model, size), errs in sorted(points.items()):
+        series[(panel, model)].append((size, sum(errs) / len(errs)))
+    return dict(series), (sum(floors) / len(floors) if floors else None)
+
+
+def plot_figure3(rows: list[dict], path: Path):
+    """The paper's figure 3 as PNG; returns the matplotlib Figure (for inspection)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series, floor = figure3_series(rows)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, panel in zip(axes, ("ID", "OOD")):
+        models = sorted({m for p, m in series if p == panel}, key=lambda m: SIZE_ORDER.get(m, 9))
+        for model in models:
+            xs, ys = zip(*series[(panel, model)])
+            ax.plot(xs, ys, marker="o", label=f"DiT-{model}")
+        if floor is not None:
+            ax.axhline(floor, linestyle="--", color="gray", label="GT (parser floor)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(f"{panel} velocity error")
+        ax.set_xlabel("training videos")
+        ax.legend()
+    axes[0].set_ylabel("velocity error (world units / s)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m eval.report", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("runs", nargs="+", type=Path, help="training run directories (evaluated)")
+    parser.add_argument("--out", type=Path, default=Path("report"))
+    args = parser.parse_args(argv)
+    rows = [row for run in args.runs for row in run_rows(run)]
+    rows.sort(key=lambda r: (SIZE_ORDER.get(r["model"], 9), r["data_size"] or 0, r["set"]))
+    write_table(rows, args.out)
+    plot_figure3(rows, args.out / "fig3_velocity_error.png")
+    print((args.out / "table.md").read_text())
+    print(f"wrote {args.out}/table.md, table.csv, fig3_velocity_error.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

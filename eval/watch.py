@@ -1,0 +1,144 @@
+"""Record eval results next to a run, and follow a training run to evaluate each checkpoint once.
+
+Everything goes under the run (ARCHITECTURE.md): `RUN/eval/metrics.jsonl` (one line per
+(checkpoint, eval set), rewritten atomically, so a crash leaves the previous file), TensorBoard
+scalars `eval/SET/METRIC` and side-by-side videos in `RUN/tb` next to the training curves, and
+GIFs in `RUN/eval/videos/`.
+
+The watcher lists `RUN/checkpoints/step_*` directories that are complete (training writes the
+COMPLETE marker last and renames into place, so a half-written checkpoint is never listed), skips
+those already in metrics.jsonl with every configured set (so a restarted watcher picks up where
+it stopped), and evaluates the rest oldest first. A checkpoint pruned by training while waiting is
+skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from eval.config import EvalConfig
+from eval.evaluate import CheckpointLoadError, evaluate_checkpoint
+from training.checkpoint import is_complete, write_atomic
+
+METRICS = "metrics.jsonl"
+
+
+def metrics_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "eval" / METRICS
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = metrics_path(run_dir)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _clean(value):
+    """JSON has no NaN: write null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def append_records(run_dir: Path, records: list[dict]) -> None:
+    """Add records to metrics.jsonl (replacing older ones of the same checkpoint and set)."""
+    new = {(r["checkpoint"], r["set"]) for r in records}
+    kept = [r for r in read_metrics(run_dir) if (r["checkpoint"], r["set"]) not in new]
+    lines = [json.dumps({k: _clean(v) for k, v in r.items()}) for r in [*kept, *records]]
+    path = metrics_path(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, ("\n".join(lines) + "\n").encode())
+
+
+def write_tensorboard(run_dir: Path, records: list[dict], clips: dict[str, np.ndarray]) -> None:
+    """Scalars eval/SET/METRIC at the checkpoint's step, and the side-by-side videos."""
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(Path(run_dir) / "tb"), filename_suffix=".eval")
+    for r in records:
+        for key, value in r.items():
+            if isinstance(value, float) and math.isfinite(value):
+                writer.add_scalar(f"eval/{r['set']}/{key}", value, r["step"])
+        clip = clips.get(r["set"])
+        if clip is not None and len(clip):
+            video = torch.from_numpy(np.ascontiguousarray(clip)).permute(
+                0, 1, 4, 2, 3
+            )  # (N, T, C, H, W)
+            writer.add_video(f"eval/{r['set']}/gt_vae_generated", video, r["step"], fps=8)
+    writer.close()
+
+
+def write_gifs(run_dir: Path, checkpoint: str, clips: dict[str, np.ndarray]) -> list[Path]:
+    """RUN/eval/videos/CHECKPOINT/SET.gif: the side-by-side clips stacked vertically."""
+    from PIL import Image
+
+    out = []
+    for name, clip in clips.items():
+        if clip is None or not len(clip):
+            continue
+        frames = np.concatenate(list(clip), axis=1)  # (T, k*H, W, 3)
+        path = Path(run_dir) / "eval" / "videos" / checkpoint / f"{name}.gif"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        images = [Image.fromarray(f) for f in frames]
+        images[0].save(
+            tmp, format="GIF", save_all=True, append_images=images[1:], duration=125, loop=0
+        )
+        tmp.replace(path)
+        out.append(path)
+    return out
+
+
+def evaluate_and_record(ckpt: Path, run_dir: Path, cfg: EvalConfig, nets: dict) -> list[dict]:
+    """Evaluate one checkpoint and write every output; returns its records."""
+    records, clips = evaluate_checkpoint(ckpt, cfg, nets)
+    append_records(run_dir, records)
+    write_tensorboard(run_dir, records, clips)
+    write_gifs(run_dir, records[0]["checkpoint"], clips)
+    for r in records:
+        head = {k: r[k] for k in ("vel_error", "vel_error_gt", "fvd", "ssim", "abnormal") if k in r}
+        print(f"[eval] {r['checkpoint']} {r['set']}: {head}", flush=True)
+    return records
+
+
+def pending(run_dir: Path, cfg: EvalConfig) -> list[Path]:
+    """Complete checkpoints of the run not yet evaluated on every configured set, oldest first."""
+    done: dict[str, set[str]] = {}
+    for r in read_metrics(run_dir):
+        done.setdefault(r["checkpoint"], set()).add(r["set"])
+    wanted = set(cfg.sets)
+    root = Path(run_dir) / "checkpoints"
+    found = sorted(p for p in root.glob("step_*") if p.is_dir()) if root.is_dir() else []
+    return [p for p in found if not wanted <= done.get(p.name, set()) and is_complete(p)]
+
+
+def watch(run_dir: Path, cfg: EvalConfig, nets: dict) -> int:
+    """Evaluate new checkpoints as they appear; returns how many were evaluated.
+
+    Stops after `stop_after_s` seconds without a new checkpoint (0: runs until killed).
+    """
+    evaluated, idle_since = 0, time.time()
+    print(f"[eval] watching {run_dir}/checkpoints every {cfg.poll_s}s", flush=True)
+    while True:
+        todo = pending(run_dir, cfg)
+        for ckpt in todo:
+            try:
+                evaluate_and_record(ckpt, run_dir, cfg, nets)
+                evaluated += 1
+            except CheckpointLoadError as err:
+                if ckpt.exists():
+                    raise
+                warnings.warn(
+                    f"checkpoint {ckpt} was removed before it could be evaluated: {err}",
+                    stacklevel=1,
+                )
+            idle_since = time.time()
+        if cfg.stop_after_s and time.time() - idle_since > cfg.stop_after_s:
+            return evaluated
+        time.sleep(cfg.poll_s)
