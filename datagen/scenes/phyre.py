@@ -16,8 +16,8 @@ Time: 60 Hz steps (PHYRE's), a frame every `substeps` = 20 steps (the authors' s
 per second, 32 frames = 10.3 s, enough for every object to fall the full scene height (3.8 s from
 the highest start) and settle. Frame 0 is the initial state: every object at rest.
 
-Placement: objects are placed one type at a time in template order, each redrawn (up to
-`MAX_TRIES` times) until it neither overlaps anything already placed (static pieces may overlap
+Placement: objects are placed one type at a time (static types first, then template order),
+each redrawn (up to `MAX_TRIES` times) until it neither overlaps anything already placed (static pieces may overlap
 each other: they never move) nor sticks out of the scene; a layout that cannot be completed is
 redrawn from scratch (up to `MAX_LAYOUTS` times), then `PlacementError` names the template.
 """
@@ -151,10 +151,12 @@ def _recentred(polygons: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def ball(kind: str, radius: float, dynamic: bool, colour) -> Obj:
+    """A ball of `radius` (metres) at the origin."""
     return Obj(kind, dynamic, colour, np.array([[0.0, 0.0, radius]]), shape="circle")
 
 
 def bar(kind: str, length: float, thickness: float, dynamic: bool) -> Obj:
+    """A horizontal bar (a box) centred at the origin; gray if dynamic, black if static."""
     return Obj(
         kind,
         dynamic,
