@@ -24,7 +24,7 @@ sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resol
 
 import numpy as np  # noqa: E402
 
-from datagen.render_shapes import to_pixels  # noqa: E402
+from datagen.render import world_to_pixel  # noqa: E402
 from datagen.sampling import SceneSpec  # noqa: E402
 from datagen.scenes import phyre  # noqa: E402
 from datagen.schema import encode_frames  # noqa: E402
@@ -44,11 +44,11 @@ def full_frame_render(states, world_size: float, resolution: int) -> np.ndarray:
             rot = np.array([[c, -s], [s, c]])
             mask = np.zeros((resolution, resolution), dtype=bool)
             for cx, cy, r in body.circles:
-                cu, cv = to_pixels(rot @ (cx, cy) + (x, y), world_size, resolution)
+                cu, cv = world_to_pixel(rot @ (cx, cy) + (x, y), world_size, resolution)
                 rp = r * resolution / world_size
                 mask |= (ii - cu) ** 2 + (jj - cv) ** 2 <= rp * rp
             for poly in body.polygons:
-                uv = to_pixels(poly @ rot.T + (x, y), world_size, resolution)
+                uv = world_to_pixel(poly @ rot.T + (x, y), world_size, resolution)
                 p, q = uv, np.roll(uv, -1, axis=0)
                 inside = np.ones_like(mask)
                 for (pu, pv), (qu, qv) in zip(p, q):

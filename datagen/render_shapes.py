@@ -13,7 +13,8 @@ convention, so every pixel holds exactly one palette colour and eval can segment
 Pixel convention (ARCHITECTURE.md): pixel (i, j), column i and row j, covers world
 x in [i*s, (i+1)*s) and y in [world - (j+1)*s, world - j*s) with s = world_size / W; its centre
 is at x = (i + 0.5) s, y = world - (j + 0.5) s. Here shapes are given in pixel units u = x / s,
-v = (world - y) / s, so pixel (i, j) has its centre at (u, v) = (i + 0.5, j + 0.5).
+v = (world - y) / s (`datagen.render.world_to_pixel`), so pixel (i, j) has its centre at
+(u, v) = (i + 0.5, j + 0.5).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from datagen.render import DRAWERS, patch_offsets, world_to_pixel
 
 
 @dataclass(frozen=True)
@@ -34,15 +37,6 @@ class Body:
     circles: np.ndarray
     polygons: tuple[np.ndarray, ...]
     colour: tuple[int, int, int]
-
-
-def to_pixels(xy: np.ndarray, world_size: float, resolution: int) -> np.ndarray:
-    """World points (..., 2) to continuous pixel coordinates (u right, v down)."""
-    s = world_size / resolution
-    uv = np.empty_like(xy, dtype=np.float64)
-    uv[..., 0] = xy[..., 0] / s
-    uv[..., 1] = (world_size - xy[..., 1]) / s
-    return uv
 
 
 def _fill_spans(
@@ -149,13 +143,13 @@ def _draw(planes: np.ndarray, bodies: list[Body], poses: list[np.ndarray], world
     if centres:
         fill_circles(
             planes,
-            to_pixels(np.concatenate(centres), world_size, resolution),
+            world_to_pixel(np.concatenate(centres), world_size, resolution),
             np.concatenate(radii) * resolution / world_size,
             np.tile(frames, len(centres)),
             colour,
         )
     for group in polys.values():
-        uv = to_pixels(np.concatenate(group), world_size, resolution)
+        uv = world_to_pixel(np.concatenate(group), world_size, resolution)
         fill_convex_polygons(planes, uv, np.tile(frames, len(group)), colour)
 
 
@@ -208,8 +202,6 @@ def _pieces(obj: dict) -> list[np.ndarray]:
 def draw_pieces(canvas, obj: dict, uv: np.ndarray, angles: np.ndarray, scale: float, style: str):
     """A `datagen.render.DRAWERS` entry: hard-edged convex pieces (both styles: PHYRE has no
     soft edge), painted through the generic canvas so they layer with the other shapes."""
-    from datagen.render import patch_offsets
-
     pieces = _pieces(obj)
     extent = max(float(np.linalg.norm(p, axis=1).max()) for p in pieces) * scale
     rows0, cols0, dx, dy = patch_offsets(uv, extent)  # offsets in pixels, world axes (y up)
@@ -229,8 +221,6 @@ def draw_pieces(canvas, obj: dict, uv: np.ndarray, angles: np.ndarray, scale: fl
 
 
 def _register() -> None:
-    from datagen.render import DRAWERS
-
     DRAWERS.setdefault("compound", draw_pieces)
     DRAWERS.setdefault("polygon", draw_pieces)
 

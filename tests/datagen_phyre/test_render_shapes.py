@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datagen.render_shapes import Body, fill_circles, fill_convex_polygons, render_video, to_pixels
+from datagen.render import world_to_pixel
+from datagen.render_shapes import Body, fill_circles, fill_convex_polygons, render_video
 
 H = W = 48
 ZERO = np.zeros(1, dtype=np.int64)  # every item in frame 0
@@ -84,7 +85,7 @@ def test_render_video_pixel_convention_and_layers():
     assert (frames[0, 32:40, 8:16] == 0).all()
     assert (frames[0, 31, 8:16] == 255).all() and (frames[0, 40, 8:16] == 255).all()
     # The ball's centre pixel in frame 0: world (9, 9) -> u = 36, v = 12.
-    u, v = to_pixels(np.array([9.0, 9.0]), world, W)
+    u, v = world_to_pixel(np.array([9.0, 9.0]), world, W)
     assert (frames[0, int(v), int(u)] == (243, 79, 70)).all()
     # Frame 1: the ball covers the square's centre, the static layer is still there at a corner.
     assert (frames[1, 36, 12] == (243, 79, 70)).all()
