@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 
 from datagen.config import DatagenConfig  # noqa: E402
 from datagen.generate import make_plan, make_sample  # noqa: E402
-from datagen.render import render  # noqa: E402
+from datagen.render import draw  # noqa: E402
 from datagen.schema import encode_frames  # noqa: E402
 from datagen.shards import PartWriter  # noqa: E402
 from phyworld.config import load_config  # noqa: E402
@@ -92,9 +92,9 @@ def stages(plan, idx: list[int]) -> dict[str, float]:
             plan.scene.sample_params(spec, i, np.random.default_rng([0, i])), spec
         )
         t1 = time.process_time()
-        frames = render(states, cfg.resolution, cfg.world_size, cfg.render)
+        canvas = draw(states, cfg.resolution, cfg.world_size, cfg.render)
         t2 = time.process_time()
-        encode_frames(frames, cfg.zstd_level)
+        encode_frames(canvas.frames(), cfg.zstd_level, canvas.boxes())
         t3 = time.process_time()
         t["physics_ms"] += (t1 - t0) * 1e3
         t["render_ms"] += (t2 - t1) * 1e3

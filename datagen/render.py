@@ -115,14 +115,16 @@ class Canvas:
     def __init__(self, frames: int, resolution: int) -> None:
         self.pixels = np.full((3, frames, resolution, resolution), 255, dtype=np.uint8)
         self.dirty: list[tuple[int, int, int, int] | None] = [None] * frames  # r0, r1, c0, c1
+        self.painted: list[tuple[int, int, int, int, int]] = []  # frame, r0, r1, c0, c1
 
     def frames(self) -> np.ndarray:
         """(T, H, W, 3) uint8, a view of the planar pixels."""
         return self.pixels.transpose(1, 2, 3, 0)
 
     def boxes(self) -> np.ndarray:
-        """(T, 4) uint16 row0, row1, col0, col1 per frame: everything outside is white."""
-        return np.array([d or (0, 0, 0, 0) for d in self.dirty], dtype=np.uint16)
+        """(K, 5) uint16 frame, row0, row1, col0, col1 of every painted patch: outside them,
+        everything is white (see `datagen.schema.encode_frames`)."""
+        return np.array(self.painted, dtype=np.uint16).reshape(-1, 5)
 
     def paint(self, colour, alpha: np.ndarray, rows0: np.ndarray, cols0: np.ndarray) -> None:
         """Paint `colour` with coverage `alpha` (T, B, B) whose top-left pixels are (rows0, cols0)."""
@@ -139,6 +141,7 @@ class Canvas:
                 continue  # the patch is off-screen in this frame
             target = self.pixels[:, f, rs:r1, cs:c1]
             patch = (slice(None), slice(rs - r0, r1 - r0), slice(cs - c0, c1 - c0))
+            self.painted.append((f, rs, r1, cs, c1))
             d = self.dirty[f]
             if d is None or d[0] >= r1 or rs >= d[1] or d[2] >= c1 or cs >= d[3]:
                 target[...] = over_white[:, f][patch]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datagen.render import index_to_world, pixel_to_world, render, world_to_pixel
+from datagen.render import draw, index_to_world, pixel_to_world, render, world_to_pixel
 from datagen.scenes import States
 from datagen.schema import decode_frames, encode_frames
 
@@ -86,7 +86,13 @@ def test_later_objects_blend_over_earlier_ones():
     st = States(
         xy, np.zeros_like(xy), np.zeros((1, 2), np.float32), [ball(1.0, RED), ball(1.0, BLUE)]
     )
-    f = render(st, 64, 10.0)[0]
+    canvas = draw(st, 64, 10.0)
+    f = canvas.frames()[0]
+    # One box per object, overlapping: the encoding stays lossless.
+    assert len(canvas.boxes()) == 2
+    np.testing.assert_array_equal(
+        decode_frames(encode_frames(canvas.frames(), boxes=canvas.boxes())), canvas.frames()
+    )
     assert tuple(f[32, 26]) == (255, 0, 0)  # red only
     assert tuple(f[32, 35]) == (0, 0, 255)  # blue on top where they overlap
     assert tuple(f[32, 38]) == (0, 0, 255)
@@ -130,11 +136,12 @@ def test_frame_encoding_is_lossless_and_small():
     )
     sizes = []
     for i in range(20):
-        frames = render(
-            scene.simulate(scene.sample_params(spec, i, np.random.default_rng(i)), spec), 128, 10.0
-        )
-        data = encode_frames(frames)
+        params = scene.sample_params(spec, i, np.random.default_rng(i))
+        canvas = draw(scene.simulate(params, spec), 128, 10.0)
+        frames = canvas.frames()
+        data = encode_frames(frames, boxes=canvas.boxes())  # the renderer's boxes ...
         np.testing.assert_array_equal(decode_frames(data), frames)
+        np.testing.assert_array_equal(decode_frames(encode_frames(frames)), frames)  # ... or found
         sizes.append(len(data))
     assert np.mean(sizes) < 6 * 1024  # the storage goal for a lossless 128x128x32 video
     noise = np.random.default_rng(0).integers(0, 256, (3, 5, 7, 3), dtype=np.uint8)
