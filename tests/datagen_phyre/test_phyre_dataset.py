@@ -24,7 +24,7 @@ PALETTE = {(255, 255, 255), phyre.RED, phyre.GRAY, phyre.BLACK}
         ("phyre_train6.yaml", 600_000, "in_template", TRAIN_SUBSETS[6]),
         ("phyre_train30.yaml", 3_000_000, "in_template", TRAIN_SUBSETS[30]),
         ("phyre_train60.yaml", 6_000_000, "in_template", TRAIN_SUBSETS[60]),
-        ("phyre_eval_in_template6.yaml", 600, "in_template", TRAIN_SUBSETS[6]),
+        ("phyre_eval_in_template6.yaml", 960, "in_template", TRAIN_SUBSETS[6]),
         ("phyre_eval_in_template30.yaml", 960, "in_template", TRAIN_SUBSETS[30]),
         ("phyre_eval_in_template60.yaml", 960, "in_template", TRAIN_SUBSETS[60]),
         ("phyre_eval_out_template.yaml", 1000, "out_template", OUT_OF_TEMPLATE),
