@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from parallel_harness import run_ranks
 
-from training.diffusion import flow_inputs, loss
+from training.diffusion import flow_inputs, loss, sample
 from training.model import DiT
 from training.parallel.groups import ParallelError, init_parallel
 from training.parallel.sequence import (
@@ -88,6 +88,17 @@ def _equality(rank: int, checkpointing: bool) -> None:
     assert own_token_grads_differ, "each rank's gradient should cover only its own tokens"
 
 
+def _sampling(rank: int) -> None:
+    """Eval and the logged videos sample with the SP model: same videos as without SP."""
+    groups = init_parallel(2)
+    reference = tiny_dit().eval()
+    sharded = apply_sequence_parallel(copy.deepcopy(reference), groups)
+    x0 = torch.randn(1, 3, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    expected = sample(reference, x0, 1, steps=3, generator=torch.Generator().manual_seed(5))
+    got = sample(sharded, x0, 1, steps=3, generator=torch.Generator().manual_seed(5))
+    assert_rel_close(got, expected, "sampled video")
+
+
 def _errors(rank: int) -> None:
     groups = init_parallel(2)
     groups.check_zero_stage(2)
@@ -128,6 +139,7 @@ def _sp1_is_identity(rank: int) -> None:
 CHECKS: dict[str, Callable[[int], None]] = {
     "equality": functools.partial(_equality, checkpointing=False),
     "equality_activation_checkpointing": functools.partial(_equality, checkpointing=True),
+    "sampling": _sampling,
     "errors": _errors,
     "sp1_no_op": _sp1_is_identity,
 }
