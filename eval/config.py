@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 class EvalSetConfig:
     """One eval dataset (a datagen dataset of split `eval`), scored as kinematics or combinatorial.
 
-    Sets are a mapping name -> set in `EvalConfig.sets`, so one can be changed from the command
-    line: `sets.uniform_id.path=s3://bucket/uniform_eval_id`.
+    On the command line the whole list is replaced at once (JSON/YAML flow syntax):
+    `sets=[{name: uniform_id, path: s3://bucket/uniform_eval_id}]`.
     """
 
+    name: str = "???"  # the label in metrics.jsonl and the report, e.g. "uniform_id"
     path: str = "???"  # local directory or s3://bucket/prefix written by `python -m datagen`
     kind: str = (
         "kinematic"  # kinematic (velocity error) | combinatorial (FVD/SSIM/PSNR/LPIPS/abnormal)
@@ -79,7 +80,7 @@ class EvalConfig:
     watch: bool = False  # follow RUN/checkpoints and evaluate each new complete checkpoint once
     poll_s: float = 60.0  # watcher: seconds between scans
     stop_after_s: float = 0.0  # watcher: give up after this long with nothing new (0: never)
-    sets: dict[str, EvalSetConfig] = field(default_factory=dict)  # name -> set
+    sets: list[EvalSetConfig] = field(default_factory=list)
     ema: bool = True  # evaluate the EMA weights
     device: str = "auto"  # auto (cuda if available) | cpu | cuda
     batch_size: int = 16

@@ -214,7 +214,7 @@ def _side_by_side(videos: dict[str, np.ndarray], keep: int, size: int) -> np.nda
 
 def load_nets(cfg: EvalConfig) -> dict:
     """The feature networks of the combinatorial metrics (only when a combinatorial set is configured)."""
-    if not any(s.kind == "combinatorial" for s in cfg.sets.values()):
+    if not any(s.kind == "combinatorial" for s in cfg.sets):
         return {}
     device = pick_device(cfg.device)
     i3d = fvd.load_i3d(cfg.fvd.weights, cfg.fvd.sha256, cfg.fvd.url, cfg.fvd.cache_dir).to(device)
@@ -233,7 +233,8 @@ def evaluate_checkpoint(
     gen = load_checkpoint(path, cfg)
     step = checkpoint_step(gen.checkpoint)
     records, clips = [], {}
-    for name, set_cfg in cfg.sets.items():
+    for set_cfg in cfg.sets:
+        name = set_cfg.name
         start = time.time()
         if set_cfg.kind == "kinematic":
             record, clip = score_kinematic(gen, name, set_cfg, cfg)

@@ -1,4 +1,4 @@
-"""`python -m eval.report RUN [RUN ...] [--out DIR]`: gather runs into the paper's table and figure.
+"""`python -m eval.report [out=DIR] RUN [RUN ...]`: gather runs into the paper's table and figure.
 
 For each run the newest evaluated checkpoint is taken. The table has one row per (model, data,
 eval set): kinematic velocity errors with their GT and VAE floors, combinatorial FVD / SSIM /
@@ -133,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m eval.report", description=__doc__.splitlines()[0]
     )
     parser.add_argument("runs", nargs="+", type=Path, help="training run directories (evaluated)")
-    parser.add_argument("--out", type=Path, default=Path("report"))
+    parser.add_argument("--out", type=Path, default=Path("report"), help="also as out=DIR")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = [f"--out={a[4:]}" if a.startswith("out=") else a for a in argv]
     args = parser.parse_args(argv)
     rows = [row for run in args.runs for row in run_rows(run)]
     rows.sort(key=lambda r: (SIZE_ORDER.get(r["model"], 9), r["data_size"] or 0, r["set"]))

@@ -112,7 +112,7 @@ def pending(run_dir: Path, cfg: EvalConfig) -> list[Path]:
     done: dict[str, set[str]] = {}
     for r in read_metrics(run_dir):
         done.setdefault(r["checkpoint"], set()).add(r["set"])
-    wanted = set(cfg.sets)
+    wanted = {s.name for s in cfg.sets}
     root = Path(run_dir) / "checkpoints"
     found = sorted(p for p in root.glob("step_*") if p.is_dir()) if root.is_dir() else []
     return [p for p in found if not wanted <= done.get(p.name, set()) and is_complete(p)]

@@ -81,12 +81,22 @@ def mark_complete(path: Path) -> None:
     (path / "COMPLETE").write_text(json.dumps(sizes))
 
 
-def eval_args(run: Path, sets: dict[str, Path], *extra: str) -> list[str]:
+def eval_args(
+    run: Path,
+    sets: dict[str, Path],
+    *extra: str,
+    kinds: tuple[str, str] = ("kinematic", "kinematic"),
+) -> list[str]:
     return [
         str(EVAL_TINY),
         f"checkpoint={run}",
-        f"sets.uniform_id.path={sets['id']}",
-        f"sets.uniform_v_out.path={sets['v_out']}",
+        "sets="
+        + json.dumps(
+            [
+                {"name": "uniform_id", "path": str(sets["id"]), "kind": kinds[0]},
+                {"name": "uniform_v_out", "path": str(sets["v_out"]), "kind": kinds[1]},
+            ]
+        ),
         "sample_steps=2",
         "batch_size=4",
         *extra,
@@ -146,7 +156,7 @@ def test_watcher_evaluates_each_new_complete_checkpoint_once(evaluated_run, eval
 
 def test_report_table_and_figure(evaluated_run, tmp_path):
     out = tmp_path / "report"
-    assert report_main([str(evaluated_run), "--out", str(out)]) == 0
+    assert report_main([str(evaluated_run), f"out={out}"]) == 0
     with open(out / "table.csv") as f:
         rows = list(csv.DictReader(f))
     assert {r["set"] for r in rows} == {"uniform_id", "uniform_v_out"} and all(
@@ -179,15 +189,14 @@ def test_bad_inputs_are_clear_errors(tmp_path, eval_sets):
     with pytest.raises(WeightsError, match="does not exist"):
         eval_main(
             [
-                *eval_args(run, eval_sets),
-                "sets.uniform_v_out.kind=combinatorial",
+                *eval_args(run, eval_sets, kinds=("kinematic", "combinatorial")),
                 f"fvd.weights={tmp_path}/no.pt",
             ]
         )
-    stateless = tmp_path / "stateless"
-    write_checkpoint(stateless, 10)
+    other_run = tmp_path / "other_run"
+    write_checkpoint(other_run, 10)
     with pytest.raises(EvalSetError, match="kind must be"):
-        eval_main([*eval_args(stateless, eval_sets), "sets.uniform_v_out.kind=magic"])
+        eval_main(eval_args(other_run, eval_sets, kinds=("kinematic", "magic")))
 
 
 @pytest.mark.slow
@@ -239,11 +248,11 @@ def test_trained_checkpoint_end_to_end(tmp_path):
                 "sample_steps": 2,
                 "batch_size": 4,
                 "fvd": {"num_videos": 2},
-                "sets": {
-                    "uniform_id": {"path": str(sets["id"])},
-                    "uniform_v_out": {"path": str(sets["v_out"])},
-                    "phyre_out": {"path": str(sets["phyre"]), "kind": "combinatorial"},
-                },
+                "sets": [
+                    {"name": "uniform_id", "path": str(sets["id"])},
+                    {"name": "uniform_v_out", "path": str(sets["v_out"])},
+                    {"name": "phyre_out", "path": str(sets["phyre"]), "kind": "combinatorial"},
+                ],
             }
         )
     )
@@ -257,7 +266,7 @@ def test_trained_checkpoint_end_to_end(tmp_path):
         assert 0 <= r["ssim"] <= 1 and r["lpips"] >= 0 and r["psnr"] > 0
         assert r["abnormal.gt"] == 0.0 and 0 <= r["abnormal"] <= 1
     out = tmp_path / "report"
-    assert report_main([str(run), "--out", str(out)]) == 0
+    assert report_main([str(run), f"out={out}"]) == 0
     with open(out / "table.csv") as f:
         rows = list(csv.DictReader(f))
     assert {r["data_size"] for r in rows} == {"32"}
