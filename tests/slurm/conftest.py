@@ -47,12 +47,13 @@ class SlurmCluster:
         out = self.run(str(REPO / "slurm" / "submit.sh"), "--parsable", *args, **env)
         return int(out.strip().splitlines()[-1].split(";")[0])
 
-    def job(self, job_id: int) -> dict[str, str]:
-        """`scontrol show job` as a dict (no accounting here, so no sacct)."""
-        out = self.run("scontrol", "show", "job", "-o", str(job_id))
-        return dict(re.findall(r"(\w+)=(\S*)", out))
+    def job(self, job_id: int | str) -> dict[str, str]:
+        """`scontrol show job` as a dict (no accounting here, so no sacct); {} while an array
+        task is not yet split off its pending array."""
+        out = self.run("scontrol", "show", "job", "-o", str(job_id), check=False)
+        return {} if "Invalid job id" in out else dict(re.findall(r"(\w+)=(\S*)", out))
 
-    def wait(self, job_id: int, states: set[str], timeout: float) -> dict[str, str]:
+    def wait(self, job_id: int | str, states: set[str], timeout: float) -> dict[str, str]:
         """Wait until the job is in one of `states` (e.g. COMPLETED); fail with its log if not."""
         deadline = time.monotonic() + timeout
         info: dict[str, str] = {}
