@@ -41,9 +41,8 @@ def sequence_to_heads(x: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor
     """(..., H, N/SP, d) sharded on tokens -> (..., H/SP, N, d) sharded on heads."""
     sp = group.size()
     *lead, H, n, d = x.shape
-    x = x.reshape(*lead, sp, H // sp, n, d).movedim(
-        -4, 0
-    )  # (SP, ..., H/SP, n, d): chunk j -> rank j
+    # (SP, ..., H/SP, n, d): chunk j (heads of group j) goes to rank j
+    x = x.reshape(*lead, sp, H // sp, n, d).movedim(-4, 0)
     x = mappings.all_to_all(group, x.contiguous())  # chunk j now holds rank j's tokens
     x = x.movedim(0, -3)  # (..., H/SP, SP, n, d)
     return x.reshape(*lead, H // sp, sp * n, d)
@@ -53,7 +52,8 @@ def heads_to_sequence(x: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor
     """(..., H/SP, N, d) sharded on heads -> (..., H, N/SP, d) sharded on tokens."""
     sp = group.size()
     *lead, h, N, d = x.shape
-    x = x.reshape(*lead, h, sp, N // sp, d).movedim(-3, 0)  # (SP, ..., h, n, d): chunk j -> rank j
+    # (SP, ..., h, n, d): chunk j (tokens of shard j) goes to rank j
+    x = x.reshape(*lead, h, sp, N // sp, d).movedim(-3, 0)
     x = mappings.all_to_all(group, x.contiguous())  # chunk j now holds rank j's heads
     x = x.movedim(0, -4)  # (..., SP, h, n, d)
     return x.reshape(*lead, sp * h, N // sp, d)
