@@ -57,6 +57,7 @@ class GridSpec:
     train_sets: list[str] = field(default_factory=list)  # keys of `datasets`
     eval_sets: list[str] = field(default_factory=list)  # keys of `datasets`, split eval
     eval_kind: str = "kinematic"  # kinematic | combinatorial
+    eval_config: str = ""  # eval YAML of the watchers; "": the study's `eval_config`
     overrides: list[str] = field(default_factory=list)  # key=value for every run of the grid
 
 
@@ -75,8 +76,9 @@ class StudyConfig:
     run_root: str = ""  # default: $PHYWORLD_RUN_ROOT/{name}
     datasets: dict[str, DatasetSpec] = field(default_factory=dict)
     grids: list[GridSpec] = field(default_factory=list)
-    eval_config: str = ""  # eval YAML for the watchers ("" : no eval watchers)
-    eval_overrides: list[str] = field(default_factory=list)
+    eval_config: str = ""  # eval YAML of the watchers of every grid ("": no watchers)
+    # The watcher ends after this long without a new checkpoint (so the report can run).
+    eval_overrides: list[str] = field(default_factory=lambda: ["stop_after_s=7200"])
     train_sbatch: list[str] = field(default_factory=list)  # extra sbatch options, training jobs
     sbatch: list[str] = field(default_factory=list)  # extra sbatch options, every job
     cost: CostModel = field(default_factory=CostModel)
@@ -254,13 +256,14 @@ def plan(study: StudyConfig) -> list[Job]:
                 )
                 jobs.append(train)
                 watched.append(train.name)
-                if study.eval_config and eval_sets:
+                eval_config = grid.eval_config or study.eval_config
+                if eval_config and eval_sets:
                     jobs.append(
                         Job(
                             name=f"{prefix}-eval-{run}",
                             script="slurm/eval.sh",
                             args=[
-                                study.eval_config,
+                                eval_config,
                                 f"checkpoint={run_dir}",
                                 "watch=true",
                                 f"sets={json.dumps(eval_sets)}",

@@ -101,6 +101,7 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
         "PHYWORLD_CI_DIR": str(cluster_dir),
         "PHYWORLD_CI_PORT": str(_free_port_block(10)),
         "PHYWORLD_CI_GPU_NODES": "8",
+        "PHYWORLD_CI_TIMEOUT": "180",  # a busy machine starts 9 slurmd slowly
     }
     started = subprocess.run(
         ["bash", str(CLUSTER_SH), "start"], env=env, capture_output=True, text=True, timeout=180

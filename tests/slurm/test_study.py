@@ -108,7 +108,7 @@ def test_study_submits_a_held_dependency_chain_once(
         "grids:\n"
         "  - {name: u, train_config: configs/train/tiny_cpu.yaml, models: [S],\n"
         "     train_sets: [train], eval_sets: [eval_id]}\n"
-        "eval_config: configs/eval/kinematics.yaml\n"
+        "eval_config: configs/eval/tiny_cpu.yaml\n"
         "train_sbatch: [--nodes=1, --gpus-per-node=0, --ntasks-per-node=2]\n"
     )
     for key in ("SLURM_CONF", "PATH"):
