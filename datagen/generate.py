@@ -171,7 +171,7 @@ def _prepare_root(plan: Plan, k: int, n: int) -> None:
             f"to replace it, or choose another output"
         )
     storage.write_text(config_url, plan.config_yaml)
-    shards.clean_stale_temps(root)
+    shards.clean_stale_temps(root, range(k, plan.num_parts, n))
 
 
 def generate_parts(plan: Plan, k: int, n: int) -> dict[str, float]:

@@ -112,13 +112,14 @@ class PartWriter:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def clean_stale_temps(root: str) -> None:
-    """Remove temporary part directories that killed workers left behind (local roots)."""
+def clean_stale_temps(root: str, parts: range) -> None:
+    """Remove temporary directories that killed workers left for `parts` (local roots). Only the
+    caller's own parts: another worker may be writing its temporary directory right now."""
     if storage.is_remote(root):
         return
-    parts = Path(root, "parts")
-    if parts.is_dir():
-        for p in parts.glob(".part_*.tmp*"):
+    base = Path(root, "parts")
+    for k in parts:
+        for p in base.glob(f".{part_name(k)}.tmp*"):
             shutil.rmtree(p, ignore_errors=True)
 
 
