@@ -169,7 +169,8 @@ def score_combinatorial(
     batches = iter_batches(set_cfg.path, cfg.batch_size, set_cfg.max_videos)
     for i, batch in enumerate(tqdm(batches, desc=f"eval {name}", unit="batch")):
         level = batch[0]["level"]
-        gt = resize_uint8(stack_frames(batch), gen.resolution)
+        original = stack_frames(batch)  # the eval set's resolution
+        gt = resize_uint8(original, gen.resolution)  # the model's
         fake = gen.generate(gt, cond, cfg.sample_steps or None, seed=cfg.seed + i)
         per["ssim"].append(video_metrics.ssim(fake, gt, start=cond))
         per["psnr"].append(video_metrics.psnr(fake, gt, start=cond))
@@ -180,13 +181,21 @@ def score_combinatorial(
             feats["model"].append(
                 fvd.i3d_features(nets["i3d"], fake[:take], cfg.fvd.batch_size, device)
             )
-        for sample, g_frames, f_frames in zip(batch, gt, fake):
+        for sample, g_frames, f_frames in zip(batch, original, fake):
+            # The ground truth is judged at its own resolution (the detector's thresholds are
+            # set for hard-edged frames of >= 128 px), the generated videos at the model's.
             palette = abnormal.Palette.from_objects(sample["objects"])
             p = sample["params"]
-            g = cfg.abnormal.gravity * gen.resolution / p["world_size"] * p["frame_dt"] ** 2
-            flags["model"].append(abnormal.detect(f_frames, palette, cfg.abnormal, g, start=cond))
+            g = cfg.abnormal.gravity / p["world_size"] * p["frame_dt"] ** 2  # per pixel of width
+            flags["model"].append(
+                abnormal.detect(f_frames, palette, cfg.abnormal, g * f_frames.shape[2], start=cond)
+            )
             if cfg.floors:
-                flags["gt"].append(abnormal.detect(g_frames, palette, cfg.abnormal, g, start=cond))
+                flags["gt"].append(
+                    abnormal.detect(
+                        g_frames, palette, cfg.abnormal, g * g_frames.shape[2], start=cond
+                    )
+                )
         if side_by_side is None:
             videos = {"gt": gt, "model": fake}
             if cfg.floors:

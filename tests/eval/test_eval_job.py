@@ -237,7 +237,8 @@ def test_trained_checkpoint_end_to_end(tmp_path):
             "phyre_eval_out_template.yaml",
             "options.templates=60,61",
             "options.videos_per_template=1",
-            *small,
+            "frames=16",
+            "resolution=128",  # the detector's thresholds are set for >= 128 px
         ),
     }
     config = tmp_path / "eval.yaml"

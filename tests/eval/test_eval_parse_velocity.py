@@ -133,3 +133,19 @@ def test_bad_frames_and_parser_names_are_clear_errors():
 def test_to_uint8_round_trips_training_pixels():
     x = np.random.default_rng(0).integers(0, 256, (2, 3, 4, 4, 3)).astype(np.uint8)
     np.testing.assert_array_equal(to_uint8(x / 127.5 - 1.0), x)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("render", "method", "low", "high"),
+    [("paper", "threshold", 0.03, 0.05), ("aa", "alpha", 0.002, 0.008)],
+)
+def test_gt_floor_of_a_1k_uniform_eval_set(render, method, low, high):
+    """The floor on 1,000 ID uniform-motion videos (128 px). The paper reports 0.0099; the
+    authors' own parser on their own 128 px rendering gives ~0.042 (SPEC), which is what the
+    paper's parser on the paper's rendering measures here; the sub-pixel parser on anti-aliased
+    videos is below the paper's number (docs/eval.md explains both)."""
+    samples = make_samples("uniform_eval_id.yaml", 1000, f"render={render}")
+    floor = float(np.nanmean(_errors(samples, method)["vel_error"]))
+    print(f"GT floor, {render} rendering, {method} parser: {floor:.4f}")
+    assert low < floor < high
