@@ -166,7 +166,7 @@ def save(
     rank_file = tmp / f"rank_{rank:05d}.pt"
     torch.save(per_rank, rank_file)
     _fsync_path(rank_file)
-    ema_full = ema.consolidated()  # a collective under ZeRO-3
+    ema_full = ema.consolidated() if rank == 0 or ema.partitioned else None  # ZeRO-3: collective
     dist.barrier()
 
     # 3. Rank 0: consolidated weights, config, meta, COMPLETE, rename, `latest`, prune.

@@ -27,6 +27,11 @@ class EMA:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.shadow = [_local(p).detach().float().clone() for p in self.params]
 
+    @property
+    def partitioned(self) -> bool:
+        """True under ZeRO-3: each rank holds slices, and `consolidated()` is a collective."""
+        return any(hasattr(p, "ds_tensor") for p in self.params)
+
     @torch.no_grad()
     def update(self) -> None:
         """Move the shadow weights towards the current weights."""

@@ -88,7 +88,12 @@ def test_signal_checkpoints_requeues_and_resumes(tmp_path: Path, tiny_dataset: P
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:
-            wait_for(lambda: "step       3 |" in log.read_text(), 240, "training to start")
+
+            def started() -> bool:
+                assert proc.poll() is None, f"training exited early:\n{log.read_text()[-3000:]}"
+                return "step       3 |" in log.read_text()
+
+            wait_for(started, 300, "training to start")
             workers = {int(p.environ()["RANK"]): p for p in psutil.Process(proc.pid).children()}
             workers[1].send_signal(signal.SIGUSR1)  # only rank 1 is told (Slurm's warning signal)
             time.sleep(0.5)
