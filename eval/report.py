@@ -7,7 +7,8 @@ The figure is the paper's figure 3: velocity error against training-set size (lo
 per model size, one panel for in-distribution and one for out-of-distribution (mean over the OOD
 levels), the ground-truth parser floor as a dashed line.
 
-Writes DIR/table.md, DIR/table.csv and DIR/fig3_velocity_error.png (DIR: ./report).
+Writes DIR/table.md, DIR/table.csv, DIR/fig3_velocity_error.png and, when combinatorial sets
+were evaluated, DIR/table2.md (DIR: ./report).
 """
 
 from __future__ import annotations
@@ -83,6 +84,29 @@ def write_table(rows: list[dict], out: Path) -> None:
     (out / "table.md").write_text("\n".join(lines) + "\n")
 
 
+TABLE2 = ("fvd", "ssim", "psnr", "lpips", "abnormal")
+
+
+def write_table2(rows: list[dict], out: Path) -> str:
+    """The paper's Table 2: combinatorial metrics, in-template / out-of-template side by side."""
+    cells: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
+    for r in rows:
+        if r["level"] in ("in_template", "out_template"):
+            cells[(r["model"], r["data"])][r["level"]] = r
+    lines = ["| model | data | " + " | ".join(f"{m} (in / out)" for m in TABLE2) + " |"]
+    lines.append("|" + "---|" * (2 + len(TABLE2)))
+    for (model, data), by_level in cells.items():
+        pairs = [
+            f"{_fmt(by_level.get('in_template', {}).get(m))} / {_fmt(by_level.get('out_template', {}).get(m))}"
+            for m in TABLE2
+        ]
+        lines.append(f"| DiT-{model} | {data} | " + " | ".join(pairs) + " |")
+    text = "\n".join(lines) + "\n"
+    if cells:
+        (out / "table2.md").write_text(text)
+    return text
+
+
 def figure3_series(rows: list[dict]) -> tuple[dict, float | None]:
     """{(panel, model): [(data_size, error), ...]} and the mean GT floor, from kinematic rows."""
     points: dict[tuple[str, str, int], list[float]] = defaultdict(list)
@@ -140,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [row for run in args.runs for row in run_rows(run)]
     rows.sort(key=lambda r: (SIZE_ORDER.get(r["model"], 9), r["data_size"] or 0, r["set"]))
     write_table(rows, args.out)
+    write_table2(rows, args.out)
     plot_figure3(rows, args.out / "fig3_velocity_error.png")
     print((args.out / "table.md").read_text())
     print(f"wrote {args.out}/table.md, table.csv, fig3_velocity_error.png")

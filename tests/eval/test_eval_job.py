@@ -24,7 +24,7 @@ from eval.__main__ import main as eval_main
 from eval.evaluate import CheckpointLoadError
 from eval.fvd import WeightsError
 from eval.report import main as report_main
-from eval.report import plot_figure3, run_rows
+from eval.report import plot_figure3, run_rows, write_table2
 from eval.samples import EvalSetError
 from eval.watch import read_metrics
 from phyworld.config import load_config, to_yaml
@@ -176,6 +176,28 @@ def test_report_table_and_figure(evaluated_run, tmp_path):
     np.testing.assert_allclose(model_line.get_ydata(), [vel if vel is not None else np.nan])
     floor = next(line for line in ood_ax.get_lines() if "GT" in line.get_label())
     np.testing.assert_allclose(floor.get_ydata()[0], np.mean([r["vel_error_gt"] for r in table]))
+
+
+def test_table2_puts_in_and_out_of_template_side_by_side(tmp_path):
+    rows = [
+        {
+            "model": "XL",
+            "data": "phyre_train60",
+            "level": level,
+            "fvd": fvd,
+            "ssim": 0.97,
+            "psnr": 32.0,
+            "lpips": 0.03,
+            "abnormal": ab,
+        }
+        for level, fvd, ab in (("in_template", 17.6, 0.02), ("out_template", 18.7, 0.10))
+    ]
+    text = write_table2(rows, tmp_path)
+    assert (
+        "| DiT-XL | phyre_train60 | 17.6 / 18.7 | 0.97 / 0.97 | 32 / 32 | 0.03 / 0.03 | 0.02 / 0.1 |"
+        in text
+    )
+    assert (tmp_path / "table2.md").read_text() == text
 
 
 def test_bad_inputs_are_clear_errors(tmp_path, eval_sets):
