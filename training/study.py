@@ -103,6 +103,7 @@ class Job:
     sbatch: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)  # set for the sbatch (the job inherits it)
     done: bool = False  # its output already exists: not submitted
+    run_dir: str = ""  # training runs: their output directory
     gpus: int = 0  # training runs: GPUs the job asks for
     gpu_hours: float = 0.0  # training runs: the estimate
 
@@ -251,6 +252,7 @@ def plan(study: StudyConfig) -> list[Job]:
                     after_ok=[data_job(train_set)],
                     sbatch=[*study.train_sbatch, *study.sbatch],
                     done=run_step(run_dir) >= cfg.max_steps,
+                    run_dir=run_dir,
                     gpus=max(gpus, 1),
                     gpu_hours=train_gpu_hours(cfg, max(gpus, 1), study.cost),
                 )
@@ -331,6 +333,9 @@ def submit(study: StudyConfig, jobs: list[Job]) -> dict[str, str]:
             ids[job.name] = job.name
             continue
         line = job.sbatch_line(ids, study.hold)
+        if job.run_dir and not job.run_dir.startswith("s3://"):
+            # the eval watcher may start before training made it, and refuses a run without it
+            Path(job.run_dir, "checkpoints").mkdir(parents=True, exist_ok=True)
         result = subprocess.run(line, capture_output=True, text=True, env={**os.environ, **job.env})
         if result.returncode != 0:
             raise RuntimeError(

@@ -31,10 +31,17 @@ class SlurmCluster:
     env: dict[str, str]
     dir: Path
 
-    def run(self, *cmd: str, check: bool = True, cwd: Path | None = None, **env: str) -> str:
-        """Run a Slurm client command (or any command) against this cluster; return stdout."""
+    def run(
+        self,
+        *cmd: str,
+        check: bool = True,
+        cwd: Path | None = None,
+        timeout: float = 60,
+        **env: str,
+    ) -> str:
+        """Run a Slurm client command (or any command) against this cluster; stdout + stderr."""
         result = subprocess.run(
-            cmd, env={**self.env, **env}, cwd=cwd, capture_output=True, text=True, timeout=60
+            cmd, env={**self.env, **env}, cwd=cwd, capture_output=True, text=True, timeout=timeout
         )
         if check and result.returncode != 0:
             raise AssertionError(
