@@ -71,11 +71,9 @@ def test_uniform_30k_with_two_parallel_workers(tmp_path):
 
 @pytest.mark.parametrize("path", EVAL_SETS, ids=lambda p: p.stem)
 def test_eval_set_on_s3(path, s3_url):
-    # The uniform-motion eval sets as shipped; the others cut to 64 videos to keep CI short.
-    size = [] if path.stem.startswith("uniform") else ["count=64"]
-    run(load_config(DatagenConfig, [str(path), f"output={s3_url}", "progress=false", *size]))
+    run(load_config(DatagenConfig, [str(path), f"output={s3_url}", "progress=false"]))
     manifest = verify_manifest(s3_url, checksums=True)
-    cfg = load_config(DatagenConfig, [str(path), *size])
+    cfg = load_config(DatagenConfig, [str(path)])
     assert manifest["count"] == cfg.count
     samples = list(iter_samples(s3_url))
     assert {s["level"] for s in samples} == {cfg.level} and {s["split"] for s in samples} == {
