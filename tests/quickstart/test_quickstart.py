@@ -1,0 +1,56 @@
+"""The README's main command: `python -m phyworld.quickstart`, the whole pipeline on one CPU."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from phyworld.config import ConfigError
+from phyworld.quickstart import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_a_wrong_option_names_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match=r"unknown config key 'stepz'.*steps"):
+        main(["stepz=10"])
+
+
+@pytest.mark.slow
+def test_quickstart_runs_end_to_end_and_shows_id_below_ood(tmp_path: Path) -> None:
+    out = tmp_path / "qs"
+    result = subprocess.run(
+        [sys.executable, "-m", "phyworld.quickstart", f"out={out}"],
+        cwd=tmp_path,  # from anywhere, not only the checkout
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    log = result.stdout
+    for stage in ("1/4", "2/4", "3/4", "4/4", "done in"):
+        assert stage in log
+    # what it promises to show exists
+    run = out / "run"
+    assert (run / "checkpoints" / "latest").is_file()
+    assert list((run / "tb").glob("events.*"))
+    rows = [json.loads(line) for line in (run / "eval" / "metrics.jsonl").read_text().splitlines()]
+    assert rows
+    found = re.search(r"velocity error: ID ([\d.]+) vs OOD ([\d.]+)", log)
+    assert found, log[-2000:]
+    id_err, ood_err = map(float, found.groups())
+    assert id_err * 3 < ood_err, f"ID {id_err} is not well below OOD {ood_err}"
+    assert "as in the paper" in log
+
+    # a second run skips the finished datasets and the finished training
+    again = subprocess.run(
+        [sys.executable, "-m", "phyworld.quickstart", f"out={out}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("exists, skipped") == 3
