@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_CONFIG, run_training
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from training_harness import TINY_CONFIG, run_training
 
 N = 3
 
