@@ -144,7 +144,8 @@ def plot_figure3(rows: list[dict], path: Path):
         ax.set_yscale("log")
         ax.set_title(f"{panel} velocity error")
         ax.set_xlabel("training videos")
-        ax.legend()
+        if ax.get_lines():
+            ax.legend()
     axes[0].set_ylabel("velocity error (world units / s)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
