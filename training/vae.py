@@ -112,10 +112,17 @@ class ResBlock(nn.Module):
 
 
 class TemporalMix(nn.Module):
-    """Residual conv over time at every pixel (kernel 3, replicate padding), zero-initialised."""
+    """Residual conv over time at every pixel (kernel 3, replicate padding), zero-initialised.
 
-    def __init__(self, channels: int):
+    The encoder's mix is causal (frame k sees frames <= k): the DiT's condition latents are the
+    first c latent frames of the encoded training video, and a symmetric kernel would leak frame
+    c (the first frame to predict) into them, while at inference only the c given frames exist.
+    The decoder's mix is symmetric: it always decodes whole videos.
+    """
+
+    def __init__(self, channels: int, causal: bool):
         super().__init__()
+        self.padding = (2, 0) if causal else (1, 1)
         self.norm = nn.GroupNorm(min(32, channels // 4), channels)
         self.conv = nn.Conv1d(channels, channels, 3)
         nn.init.zeros_(self.conv.weight)
@@ -124,7 +131,7 @@ class TemporalMix(nn.Module):
     def forward(self, x: torch.Tensor, T: int) -> torch.Tensor:
         BT, C, H, W = x.shape
         h = F.silu(self.norm(x)).view(BT // T, T, C, H, W).permute(0, 3, 4, 2, 1)  # (B, H, W, C, T)
-        h = F.pad(h.reshape(-1, C, T), (1, 1), mode="replicate")
+        h = F.pad(h.reshape(-1, C, T), self.padding, mode="replicate")
         h = self.conv(h).view(BT // T, H, W, C, T).permute(0, 4, 3, 1, 2)  # (B, T, C, H, W)
         return x + h.reshape(BT, C, H, W)
 
@@ -168,9 +175,12 @@ class VideoVAE(nn.Module):
             nn.SiLU(),
             nn.Conv2d(widths[0], 3, 3, padding=1),
         )
-        mix = (lambda w: TemporalMix(w)) if cfg.temporal else (lambda w: None)
-        self.enc_mix = nn.ModuleList(m for m in (mix(w) for w in widths[1:]) if m is not None)
-        self.dec_mix = nn.ModuleList(m for m in (mix(w) for w in rev[1:]) if m is not None)
+        self.enc_mix = nn.ModuleList(
+            TemporalMix(w, causal=True) for w in (widths[1:] if cfg.temporal else [])
+        )
+        self.dec_mix = nn.ModuleList(
+            TemporalMix(w, causal=False) for w in (rev[1:] if cfg.temporal else [])
+        )
 
     def posterior(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-variance of q(z | video), each (B, c, T, h, w)."""

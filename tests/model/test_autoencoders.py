@@ -57,6 +57,21 @@ def test_video_vae_keeps_time_and_downsamples_space():
         VideoVAE(VideoVAEConfig(downsample=3))
 
 
+def test_video_vae_encoder_is_causal_in_time():
+    """Condition latents must not see the frames the DiT is asked to predict."""
+    vae = VideoVAE(VideoVAEConfig(channels=8, latent_channels=4, downsample=4))
+    for mix in (*vae.enc_mix, *vae.dec_mix):  # zero-initialised: give the time mixing weights
+        torch.nn.init.normal_(mix.conv.weight, std=0.5)
+    x = torch.rand(1, 3, 5, 16, 16) * 2 - 1
+    changed = x.clone()
+    changed[:, :, 3] = -x[:, :, 3]
+    z, z_changed = vae.encode(x), vae.encode(changed)
+    assert torch.equal(z[:, :, :3], z_changed[:, :, :3])
+    assert not torch.allclose(z[:, :, 3:], z_changed[:, :, 3:])
+    # The decoder mixes both ways (it decodes whole videos).
+    assert not torch.allclose(vae.decode(z)[:, :, 2], vae.decode(z_changed)[:, :, 2])
+
+
 def test_our_vae_trains_and_reloads_to_the_same_outputs(tmp_path):
     videos = moving_squares(24)
     cfg = VAETrainConfig(
