@@ -96,13 +96,14 @@ def _alpha(obj: dict, dx, dy, angle, scale: float, style: str):
     raise KeyError(shape)
 
 
-def _extent(obj: dict) -> float:
-    """Radius (world units) of a disc around the centre that holds the whole object."""
+def _extent(obj: dict, angles: np.ndarray) -> tuple[float, float]:
+    """Half-width and half-height (world units) of a box around the centre that holds the
+    object at every angle in `angles` (a thin wall gets a thin patch, not a square one)."""
     if obj["shape"] in ("circle", "ring"):
-        return obj["radius"]
-    if obj["shape"] == "box":
-        return 0.5 * float(np.hypot(*obj["size"]))
-    return float(np.max(np.linalg.norm(np.asarray(obj["vertices"], dtype=np.float64), axis=1)))
+        return obj["radius"], obj["radius"]
+    w, h = obj["size"]
+    c, s = np.abs(np.cos(angles)).max(initial=0.0), np.abs(np.sin(angles)).max(initial=0.0)
+    return 0.5 * float(c * w + s * h), 0.5 * float(s * w + c * h)
 
 
 class Canvas:
@@ -127,15 +128,15 @@ class Canvas:
         return np.array(self.painted, dtype=np.uint16).reshape(-1, 5)
 
     def paint(self, colour, alpha: np.ndarray, rows0: np.ndarray, cols0: np.ndarray) -> None:
-        """Paint `colour` with coverage `alpha` (T, B, B) whose top-left pixels are (rows0, cols0)."""
-        t, b, _ = alpha.shape
+        """Paint `colour` with coverage `alpha` (T, Bh, Bw) whose top-left pixels are (rows0, cols0)."""
+        t, bh, bw = alpha.shape
         h, w = self.pixels.shape[2:]
         colour = np.asarray(colour, dtype=np.float32)[:, None, None, None]
-        a = alpha[None]  # (1, T, B, B)
-        over_white = np.rint(255.0 + (colour - 255.0) * a).astype(np.uint8)  # (3, T, B, B)
+        a = alpha[None]  # (1, T, Bh, Bw)
+        over_white = np.rint(255.0 + (colour - 255.0) * a).astype(np.uint8)  # (3, T, Bh, Bw)
         for f in range(t):
             r0, c0 = int(rows0[f]), int(cols0[f])
-            r1, c1 = min(r0 + b, h), min(c0 + b, w)
+            r1, c1 = min(r0 + bh, h), min(c0 + bw, w)
             rs, cs = max(r0, 0), max(c0, 0)
             if rs >= r1 or cs >= c1:
                 continue  # the patch is off-screen in this frame
@@ -162,16 +163,17 @@ class Canvas:
 DRAWERS: dict[str, Callable[..., None]] = {}
 
 
-def patch_offsets(uv: np.ndarray, extent_px: float):
-    """Patch geometry around centres `uv` (T, 2): top-left rows0, cols0 (T,) and the pixel-centre
-    offsets dx (T, 1, B), dy (T, B, 1) from the centre in pixels, world axes (y up)."""
-    e = int(np.ceil(extent_px + 1.0))
-    b = 2 * e + 1
-    cols0 = np.floor(uv[:, 0]).astype(np.int64) - e
-    rows0 = np.floor(uv[:, 1]).astype(np.int64) - e
-    ar = np.arange(b)
-    dx = ((cols0[:, None] + ar) + 0.5 - uv[:, :1]).astype(np.float32)[:, None, :]
-    dy = (uv[:, 1:] - (rows0[:, None] + ar) - 0.5).astype(np.float32)[:, :, None]
+def patch_offsets(uv: np.ndarray, extent_px: float, extent_y_px: float | None = None):
+    """Patch geometry around centres `uv` (T, 2) for an object reaching `extent_px` pixels
+    left/right of its centre (and `extent_y_px` up/down; default the same): top-left rows0,
+    cols0 (T,) and the pixel-centre offsets from the centre in pixels, world axes (y up),
+    dx (T, 1, Bw) and dy (T, Bh, 1)."""
+    ex = int(np.ceil(extent_px + 1.0))
+    ey = int(np.ceil((extent_px if extent_y_px is None else extent_y_px) + 1.0))
+    cols0 = np.floor(uv[:, 0]).astype(np.int64) - ex
+    rows0 = np.floor(uv[:, 1]).astype(np.int64) - ey
+    dx = ((cols0[:, None] + np.arange(2 * ex + 1)) + 0.5 - uv[:, :1]).astype(np.float32)[:, None, :]
+    dy = (uv[:, 1:] - (rows0[:, None] + np.arange(2 * ey + 1)) - 0.5).astype(np.float32)[:, :, None]
     return rows0, cols0, dx, dy
 
 
@@ -179,7 +181,8 @@ def _draw(
     canvas: Canvas, obj: dict, uv: np.ndarray, angles: np.ndarray, scale: float, style: str
 ) -> None:
     """Paint one circle / ring / box over all frames."""
-    rows0, cols0, dx, dy = patch_offsets(uv, _extent(obj) * scale)
+    ex, ey = _extent(obj, angles)
+    rows0, cols0, dx, dy = patch_offsets(uv, ex * scale, ey * scale)
     a = _alpha(obj, dx, dy, angles.astype(np.float32)[:, None, None], scale, style)
     a = np.broadcast_to(a, (len(uv), dy.shape[1], dx.shape[2]))
     canvas.paint(obj["colour"], a, rows0, cols0)
