@@ -22,7 +22,7 @@ def test_a_wrong_option_names_the_valid_ones() -> None:
 
 
 @pytest.mark.slow
-def test_quickstart_runs_end_to_end_and_shows_id_below_ood(tmp_path: Path) -> None:
+def test_quickstart_runs_end_to_end_and_reports_id_and_ood(tmp_path: Path) -> None:
     out = tmp_path / "qs"
     result = subprocess.run(
         [sys.executable, "-m", "phyworld.quickstart", f"out={out}"],
@@ -41,11 +41,11 @@ def test_quickstart_runs_end_to_end_and_shows_id_below_ood(tmp_path: Path) -> No
     assert list((run / "tb").glob("events.*"))
     rows = [json.loads(line) for line in (run / "eval" / "metrics.jsonl").read_text().splitlines()]
     assert rows
+    # the ID/OOD comparison is printed with each set's error next to its ground-truth floor
     found = re.search(r"velocity error: ID ([\d.]+) vs OOD ([\d.]+)", log)
     assert found, log[-2000:]
-    id_err, ood_err = map(float, found.groups())
-    assert id_err * 3 < ood_err, f"ID {id_err} is not well below OOD {ood_err}"
-    assert "as in the paper" in log
+    assert {r["set"] for r in rows} == {"uniform_eval_id", "uniform_eval_v_out"}
+    assert (out / "report" / "table.md").is_file()
 
     # a second run skips the finished datasets and the finished training
     again = subprocess.run(
