@@ -114,6 +114,7 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
         ["bash", str(CLUSTER_SH), "start"], env=env, capture_output=True, text=True, timeout=180
     )
     if started.returncode != 0:
+        shutil.rmtree(cluster_dir, ignore_errors=True)
         pytest.fail(f"the test Slurm cluster did not start:\n{started.stderr}")
     env["SLURM_CONF"] = str(cluster_dir / "etc" / "slurm.conf")
     try:
