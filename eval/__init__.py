@@ -1,0 +1,8 @@
+"""Evaluation of the phyworld study: parse generated videos -> score -> report.
+
+Importing `eval` imports `phyworld` first: torchmetrics and mosaicml-streaming import
+torchvision, which needs the shim of `phyworld.compat` on machines whose torchvision cannot load
+its compiled ops.
+"""
+
+import phyworld  # noqa: F401

@@ -23,14 +23,15 @@ def run(argv: list[str]) -> int:
     if not cfg.checkpoint:
         raise ConfigError("set checkpoint=PATH (a run directory or RUN/checkpoints/step_X)")
     path = Path(cfg.checkpoint)
-    is_run = (path / "checkpoints").is_dir()
+    # A watcher usually starts beside training, before RUN/checkpoints/ exists: it waits for it.
+    is_run = cfg.watch or (path / "checkpoints").is_dir()
     run_dir = Path(cfg.run_dir) if cfg.run_dir else (path if is_run else path.parent.parent)
+    if cfg.watch and path.name.startswith("step_"):
+        raise ConfigError(
+            f"watch=true follows a run: pass checkpoint=RUN (the run directory), not the checkpoint {path}"
+        )
     nets = load_nets(cfg)  # weights errors surface before any generation
     if cfg.watch:
-        if not is_run:
-            raise ConfigError(
-                f"watch=true follows a run: pass checkpoint=RUN (a directory with checkpoints/), got {path}"
-            )
         watch(run_dir, cfg, nets)
         return 0
     from training.inference import resolve_checkpoint

@@ -76,7 +76,9 @@ def load_config(schema: type[T], argv: list[str] | None = None) -> T:
     files = [a for a in argv if "=" not in a]
     overrides = [a for a in argv if "=" in a]
     if len(files) > 1:
-        raise ConfigError(f"expected at most one config file, got {files}; pass others as key=value")
+        raise ConfigError(
+            f"expected at most one config file, got {files}; pass others as key=value"
+        )
     cfg = OmegaConf.structured(schema)
     try:
         if files:
@@ -89,7 +91,9 @@ def load_config(schema: type[T], argv: list[str] | None = None) -> T:
         raise _explain(err, cfg, "command line") from None
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
-        raise ConfigError(f"missing required config values: {missing}; set them in YAML or as key=value")
+        raise ConfigError(
+            f"missing required config values: {missing}; set them in YAML or as key=value"
+        )
     OmegaConf.set_readonly(cfg, True)
     return cfg  # type: ignore[return-value]
 

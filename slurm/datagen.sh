@@ -14,6 +14,10 @@ set -euo pipefail
 # --- inside a job: run one step ------------------------------------------------------------------
 if [ -n "${PHYWORLD_DATAGEN_MODE:-}" ]; then
   cd "$PHYWORLD_HOME"
+  # The site's module, venv or container setup applies to the workers too.
+  # shellcheck source=slurm/site.sh
+  source "${PHYWORLD_SITE:-$PHYWORLD_HOME/slurm/site.sh}"
+  phyworld_site_setup
   echo "[datagen $(date -u +%FT%TZ)] job ${SLURM_JOB_ID:-?} task ${SLURM_ARRAY_TASK_ID:-merge}" \
     "of ${SLURM_ARRAY_TASK_COUNT:-1}: mode=$PHYWORLD_DATAGEN_MODE restart=${SLURM_RESTART_COUNT:-0}"
   exec "${PHYWORLD_PYTHON:-python}" -m datagen "$@" "mode=$PHYWORLD_DATAGEN_MODE"

@@ -94,7 +94,8 @@ class CheckpointConfig:
     every_steps: int = 1000
     keep_last: int = 3
     resume: bool = True  # resume automatically from RUN/checkpoints/latest
-    init_from: str = ""  # new run starting from a checkpoint's weights.pt (model + EMA), fresh optimizer
+    # A new run starting from a checkpoint's weights.pt (model + EMA) with a fresh optimizer.
+    init_from: str = ""
 
 
 @dataclass

@@ -169,7 +169,7 @@ def main(argv: list[str]) -> None:
     if shards.part_done(cfg.output, part):
         print(f"part {part} of {cfg.output} is already done; skipping", flush=True)
     else:
-        shards.clean_stale_temps(cfg.output)
+        shards.clean_stale_temps(cfg.output, range(part, part + 1))
         n = encode_part(cfg, part, device)
         rate = n / max(time.time() - start, 1e-9)
         print(f"encoded {n} videos into part {part} ({rate:.1f} videos/s)", flush=True)

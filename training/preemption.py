@@ -70,6 +70,10 @@ def requeue() -> bool:
     if not job:
         return False
     result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    if "pending execution" in result.stderr:
+        # Someone (an admin, a preemption) requeued the job first: it will come back all the same.
+        print(f"Slurm job {job} is already requeued", flush=True)
+        return True
     if result.returncode != 0:
         print(
             f"scontrol requeue {job} failed ({result.stderr.strip()}); the job is not requeued: "

@@ -1,5 +1,7 @@
 """The typed config loader: defaults < YAML (with _base_) < key=value, strict errors."""
 
+import subprocess
+import sys
 from dataclasses import dataclass, field
 
 import pytest
@@ -34,7 +36,9 @@ def test_unknown_key_lists_valid_keys(tmp_path):
         load_config(Schema, ["name=x", "ranges.low=1"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nstep: 3\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml: unknown config key 'step'.*name, ranges, steps"):
+    with pytest.raises(
+        ConfigError, match=r"bad.yaml: unknown config key 'step'.*name, ranges, steps"
+    ):
         load_config(Schema, [str(bad)])
 
 
@@ -63,7 +67,7 @@ def test_saved_config_round_trips_and_is_read_only():
 
 
 def test_streaming_imports_with_the_torchvision_shim():
-    import phyworld  # noqa: F401  (installs the shim)
-    import streaming
-
-    assert hasattr(streaming, "MDSWriter")
+    """In a fresh interpreter: each stage package imports phyworld's shim before streaming."""
+    for package in ("datagen", "training", "eval"):
+        code = f"import {package}, streaming; assert hasattr(streaming, 'MDSWriter')"
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
