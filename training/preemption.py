@@ -49,6 +49,12 @@ class PreemptionHandler:
         self.save_requested = True
         _say("received SIGUSR2: will checkpoint after this step and continue")
 
+    def ignore_further_signals(self) -> None:
+        """After the stop checkpoint is saved: the process is only exiting now, so a late SIGTERM
+        (Slurm's or an operator's) must not kill it during teardown with a failure status."""
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+
     def poll(self) -> tuple[bool, bool]:
         """(stop, save) as agreed by all ranks: true if any rank got the signal (a collective)."""
         flags = torch.tensor([self.stop_signal is not None, self.save_requested], dtype=torch.int32)

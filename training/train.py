@@ -178,6 +178,7 @@ def main(argv: list[str]) -> None:
             last_saved = step
 
     if stop:
+        preemption.ignore_further_signals()
         log0(f"stopped by signal after step {step}; checkpoint saved")
         if env.rank == 0 and not requeue():
             log0("not under Slurm: run the same command again to resume")
