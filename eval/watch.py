@@ -24,7 +24,8 @@ import numpy as np
 
 from eval.config import EvalConfig
 from eval.evaluate import CheckpointLoadError, evaluate_checkpoint
-from training.checkpoint import is_complete, write_atomic
+from phyworld.storage import write_bytes
+from training.checkpoint import is_complete
 
 METRICS = "metrics.jsonl"
 
@@ -52,7 +53,7 @@ def append_records(run_dir: Path, records: list[dict]) -> None:
     lines = [json.dumps({k: _clean(v) for k, v in r.items()}) for r in [*kept, *records]]
     path = metrics_path(run_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, ("\n".join(lines) + "\n").encode())
+    write_bytes(path, ("\n".join(lines) + "\n").encode())
 
 
 def write_tensorboard(run_dir: Path, records: list[dict], clips: dict[str, np.ndarray]) -> None:

@@ -103,7 +103,8 @@ def read_text(url: str) -> str:
     return read_bytes(url).decode()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or directory (a directory: so a rename into it survives a crash)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -111,8 +112,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_bytes(url: str, data: bytes) -> None:
+def write_bytes(url: str | Path, data: bytes) -> None:
     """Write `data` to `url` atomically (temp + fsync + rename locally; one PUT on S3)."""
+    url = str(url)
     if is_remote(url):
         bucket, key = split_s3(url)
         s3_client().put_object(Bucket=bucket, Key=key, Body=data)
@@ -129,7 +131,7 @@ def write_bytes(url: str, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 def write_text(url: str, text: str) -> None:

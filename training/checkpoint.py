@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 
 from phyworld.config import to_dict, to_yaml
+from phyworld.storage import fsync_path, write_bytes
 from training.config import TrainConfig
 from training.ema import EMA
 
@@ -58,25 +59,6 @@ def step_dir(run_dir: str | Path, step: int) -> Path:
 # ---------------------------------------------------------------------------------------------
 #                                      Atomic file writes
 # ---------------------------------------------------------------------------------------------
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file, fsync and rename (readers see old or new)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_path(path.parent)
 
 
 def _file_sizes(root: Path) -> dict[str, int]:
@@ -165,7 +147,7 @@ def save(
     }
     rank_file = tmp / f"rank_{rank:05d}.pt"
     torch.save(per_rank, rank_file)
-    _fsync_path(rank_file)
+    fsync_path(rank_file)
     ema_full = ema.consolidated() if rank == 0 or ema.partitioned else None  # ZeRO-3: collective
     dist.barrier()
 
@@ -189,13 +171,13 @@ def save(
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         for p in tmp.rglob("*"):
             if p.is_file():
-                _fsync_path(p)
-        write_atomic(tmp / COMPLETE, json.dumps(_file_sizes(tmp), indent=1).encode())
+                fsync_path(p)
+        write_bytes(tmp / COMPLETE, json.dumps(_file_sizes(tmp), indent=1).encode())
         if final.exists():  # a checkpoint of this step from a run that then crashed: replace it
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _fsync_path(root)
-        write_atomic(root / LATEST, final.name.encode())
+        fsync_path(root)
+        write_bytes(root / LATEST, final.name.encode())
         prune(root, keep_last)
     dist.barrier()
     return final

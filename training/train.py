@@ -20,8 +20,9 @@ import torch
 import torch.distributed as dist
 
 from phyworld.config import load_config, to_yaml
+from phyworld.storage import write_bytes
 from training import checkpoint, diffusion
-from training.checkpoint import RunShape, write_atomic
+from training.checkpoint import RunShape
 from training.config import TrainConfig
 from training.data import build_dataloader, to_unit_range
 from training.distributed import init_distributed
@@ -92,7 +93,7 @@ def main(argv: list[str]) -> None:
     run_dir = Path(cfg.output_dir)
     if env.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(run_dir / "config.yaml", to_yaml(cfg).encode())
+        write_bytes(run_dir / "config.yaml", to_yaml(cfg).encode())
     dist.barrier()
 
     # Seeds: SP ranks of one replica share the data-parallel rank, so they draw the same noise.

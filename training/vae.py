@@ -217,12 +217,12 @@ class VideoVAE(nn.Module):
 
 def save_video_vae(vae: VideoVAE, out_dir: Path, shift: float, scale: float, metrics: dict) -> None:
     """Write weights.pt, then vae.json (architecture, shift, scale, metrics), each atomically."""
-    from training.checkpoint import write_atomic
+    from phyworld.storage import write_bytes
 
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".{VAE_WEIGHTS}.tmp"
     torch.save({k: v.detach().cpu() for k, v in vae.state_dict().items()}, tmp)
-    write_atomic(out_dir / VAE_WEIGHTS, tmp.read_bytes())
+    write_bytes(out_dir / VAE_WEIGHTS, tmp.read_bytes())
     tmp.unlink()
     meta = {
         "architecture": dataclasses.asdict(vae.cfg),
@@ -230,7 +230,7 @@ def save_video_vae(vae: VideoVAE, out_dir: Path, shift: float, scale: float, met
         "scaling_factor": scale,
         "metrics": metrics,
     }
-    write_atomic(out_dir / VAE_JSON, json.dumps(meta, indent=1).encode())
+    write_bytes(out_dir / VAE_JSON, json.dumps(meta, indent=1).encode())
 
 
 def load_video_vae(path: str | Path) -> tuple[VideoVAE, dict[str, Any]]:
@@ -548,7 +548,7 @@ def train_vae(
 
 def evaluate_existing(cfg: VAETrainConfig, eval_samples: list[dict[str, Any]]) -> dict:
     """mode=eval: the held-out metrics of `cfg.vae`, printed and saved to output_dir/vae_eval.json."""
-    from training.checkpoint import write_atomic
+    from phyworld.storage import write_bytes
 
     device = pick_device(cfg.device)
     ae = build_autoencoder(cfg.vae).to(device)
@@ -556,7 +556,7 @@ def evaluate_existing(cfg: VAETrainConfig, eval_samples: list[dict[str, Any]]) -
     metrics["vae"] = to_dict(cfg.vae)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "vae_eval.json", json.dumps(metrics, indent=1).encode())
+    write_bytes(out / "vae_eval.json", json.dumps(metrics, indent=1).encode())
     print(f"held-out metrics: {json.dumps(metrics)}", flush=True)
     return metrics
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from training.checkpoint import COMPLETE, LATEST, is_complete, latest, prune, step_dir, write_atomic
+from phyworld.storage import write_bytes
+from training.checkpoint import COMPLETE, LATEST, is_complete, latest, prune, step_dir
 
 
 def fake_checkpoint(run: Path, step: int, complete: bool = True) -> Path:
@@ -19,7 +20,7 @@ def fake_checkpoint(run: Path, step: int, complete: bool = True) -> Path:
     if complete:
         sizes = {"deepspeed/optim.pt": 100, "meta.json": (path / "meta.json").stat().st_size}
         (path / COMPLETE).write_text(json.dumps(sizes))
-        write_atomic(run / "checkpoints" / LATEST, path.name.encode())
+        write_bytes(run / "checkpoints" / LATEST, path.name.encode())
     return path
 
 
@@ -73,7 +74,7 @@ def test_prune_keeps_the_newest(tmp_path: Path) -> None:
 
 def test_write_atomic_replaces_whole_file(tmp_path: Path) -> None:
     target = tmp_path / "latest"
-    write_atomic(target, b"step_00000010")
-    write_atomic(target, b"step_00000020")
+    write_bytes(target, b"step_00000010")
+    write_bytes(target, b"step_00000020")
     assert target.read_bytes() == b"step_00000020"
     assert [p.name for p in tmp_path.iterdir()] == ["latest"]  # no temporary left behind
