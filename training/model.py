@@ -23,6 +23,7 @@ Seams for sequence parallelism (`training.parallel.sequence`): `forward` is `emb
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -362,6 +363,17 @@ def build_dit(cfg: ModelConfig, latent_channels: int) -> DiT:
     if cfg.size not in DIT_CONFIGS:
         raise ValueError(f"unknown model.size {cfg.size!r}; choose one of {list(DIT_CONFIGS)}")
     size = DIT_CONFIGS[cfg.size]
+    token_values = latent_channels * cfg.patch_t * cfg.patch_hw**2  # predicted per token
+    if token_values > size.hidden_size:
+        # A token cannot carry more values than its width: the loss then stalls at the share it
+        # cannot represent (seen with DiT-tiny on 48-channel pixel latents in 2x2 patches).
+        warnings.warn(
+            f"DiT-{cfg.size} (hidden {size.hidden_size}) predicts {token_values} values per token "
+            f"({latent_channels} latent channels x patch {cfg.patch_t}x{cfg.patch_hw}x"
+            f"{cfg.patch_hw}): it cannot fit them; lower model.patch_hw, vae.downsample, or use a "
+            "larger model.size",
+            stacklevel=2,
+        )
     return DiT(
         in_channels=latent_channels,
         depth=size.depth,

@@ -1,5 +1,7 @@
 """The video DiT: sizes, RoPE, conditioning inputs, the seams used by sequence parallelism."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -156,3 +158,11 @@ def test_attention_core_is_replaceable():
         block.attn.attend = Recording(block.attn.attend)
     torch.testing.assert_close(model(x, t, cond, mask), reference)
     assert calls == [(2, 4, 64, 16)] * len(model.blocks)
+
+
+def test_too_narrow_tokens_warn_with_the_fix():
+    with pytest.warns(UserWarning, match="cannot fit them; lower model.patch_hw"):
+        build_dit(ModelConfig(size="tiny", patch_hw=2), latent_channels=48)  # 192 values > 64
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_dit(ModelConfig(size="tiny", patch_hw=1), latent_channels=48)  # 48 values fit
