@@ -10,7 +10,6 @@ to the server.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,20 +17,15 @@ import urllib.request
 import uuid
 
 import pytest
+from harness import free_port
 
 S3_BUCKET = "phyworld-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """Endpoint URL of a running moto S3 server with bucket `phyworld-test` created."""
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(

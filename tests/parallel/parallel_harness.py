@@ -1,11 +1,9 @@
-"""Run a function in N real processes over gloo (shared by the tests of tests/parallel/)."""
+"""Run a function in N real processes over gloo, and a tiny dataset (tests/parallel/ only;
+what other areas share too is in tests/harness.py)."""
 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,14 +12,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
-import phyworld  # noqa: F401  (makes `import streaming` work; see phyworld.compat)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from harness import free_port
 
 
 def _entry(rank: int, world: int, port: int, fn: Callable[..., Any], args: tuple) -> None:
@@ -54,8 +45,6 @@ def run_ranks(world: int, fn: Callable[..., Any], *args: Any) -> None:
 #                   Real training runs (python -m training under torchrun)
 # ---------------------------------------------------------------------------------------------
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def write_tiny_dataset(root: Path, count: int = 32, frames: int = 8, size: int = 32) -> Path:
     """An MDS dataset of coloured squares sliding right: `frames` as (T, H, W, 3) uint8."""
@@ -73,47 +62,3 @@ def write_tiny_dataset(root: Path, count: int = 32, frames: int = 8, size: int =
                 video[t, y : y + 6, left : left + 6] = colour
             writer.write({"id": f"tiny-{i:09d}", "scenario": "uniform", "frames": video})
     return root
-
-
-def run_training(args: list[str], nproc: int, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`torchrun --nproc_per_node=nproc -m training ARGS` on CPU; fails with its output."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    for key in (
-        "RANK",
-        "WORLD_SIZE",
-        "LOCAL_RANK",
-        "LOCAL_WORLD_SIZE",
-        "MASTER_ADDR",
-        "MASTER_PORT",
-    ):
-        env.pop(key, None)
-    env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nproc_per_node={nproc}",
-        f"--master_port={free_port()}",
-        "-m",
-        "training",
-        *args,
-    ]
-    result = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-    if result.returncode != 0:
-        raise AssertionError(
-            f"training failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
-        )
-    return result
-
-
-def logged_losses(run: Path) -> dict[int, float]:
-    """step -> train/loss over every TensorBoard event file of a run (one per launch)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    out: dict[int, float] = {}
-    for events in sorted((run / "tb").glob("events.*")):
-        acc = EventAccumulator(str(events))
-        acc.Reload()
-        out.update({e.step: e.value for e in acc.Scalars("train/loss")})
-    return out

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from parallel_harness import REPO, logged_losses, run_training, write_tiny_dataset
+from harness import REPO, logged_losses, run_training
+from parallel_harness import write_tiny_dataset
 
 N = 2
 RTOL = 1e-5

@@ -1,11 +1,11 @@
-"""Fixtures for the training tests (helpers live in training_harness.py)."""
+"""Fixtures for the training tests (helpers live in tests/harness.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from training_harness import make_dataset
+from harness import make_dataset
 
 
 @pytest.fixture(scope="session")

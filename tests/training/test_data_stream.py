@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from training_harness import make_dataset
+from harness import make_dataset
 
 from phyworld.config import load_config
 from training.config import DataConfig, TrainConfig

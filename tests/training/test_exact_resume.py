@@ -10,20 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from training_harness import TINY_CONFIG, run_training
+from harness import TINY_CONFIG, logged_losses, run_training
 
 N = 3
-
-
-def losses(run: Path) -> dict[int, float]:
-    """step -> logged loss, over every event file of the run (one per launch)."""
-    out: dict[int, float] = {}
-    for events in sorted((run / "tb").glob("events.*")):
-        acc = EventAccumulator(str(events))
-        acc.Reload()
-        out.update({e.step: e.value for e in acc.Scalars("train/loss")})
-    return out
 
 
 @pytest.mark.slow
@@ -52,10 +41,10 @@ def test_resume_is_exact(tmp_path: Path, tiny_dataset: Path, stage: int, workers
     second = run_training([*common, f"output_dir={resumed}", f"max_steps={2 * N}"], nproc=2)
     assert f"at step {N}" in second.stdout  # it did resume, not start over
 
-    expected = losses(straight)
+    expected = logged_losses(straight)
     assert sorted(expected) == list(range(1, 2 * N + 1))
     after = {step: loss for step, loss in expected.items() if step > N}
-    assert losses(resumed) == after  # bit-identical, every step
+    assert logged_losses(resumed) == after  # bit-identical, every step
 
     final = f"checkpoints/step_{2 * N:08d}/weights.pt"
     a = torch.load(straight / final, weights_only=True)

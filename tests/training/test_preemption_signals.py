@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from training_harness import REPO, TINY_CONFIG, free_port, run_training, train_env
+from harness import REPO, TINY_CONFIG, free_port, run_training, train_env
 
 from training.checkpoint import is_complete
 

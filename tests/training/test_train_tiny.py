@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from harness import TINY_CONFIG, run_training
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from training_harness import TINY_CONFIG, run_training
 
 from phyworld.config import load_config
 from training.checkpoint import CheckpointError, RunShape, check_compatible

@@ -1,0 +1,89 @@
+"""What the training, parallel and Slurm tests share: ports, a tiny dataset, and real training runs.
+
+`run_training` launches `python -m training` (one process) or torchrun (several) on CPU, in a
+clean environment (no SLURM_* or torch.distributed variables leak in from the caller), and
+`logged_losses` reads back the loss of every step from the run's TensorBoard events.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import phyworld  # noqa: F401  (before streaming)
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_CONFIG = REPO / "configs" / "train" / "tiny_cpu.yaml"
+_LAUNCH_VARS = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (for a rendezvous or a server)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_dataset(root: Path | str, count: int = 64, frames: int = 8, resolution: int = 32) -> Path:
+    """A small uniform-motion dataset made by `python -m datagen` (MDS + manifest)."""
+    from datagen.__main__ import main as datagen
+
+    args = [
+        str(REPO / "configs" / "data" / "uniform_base.yaml"),
+        f"output={root}",
+        "sampling=random",
+    ]
+    args += [f"count={count}", f"frames={frames}", f"resolution={resolution}", "progress=false"]
+    assert datagen(args) == 0
+    return Path(root)
+
+
+def train_env() -> dict[str, str]:
+    """This process's environment for a CPU training run started outside any launcher or job."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in _LAUNCH_VARS and not k.startswith("SLURM_")
+    }
+    env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def run_training(
+    args: list[str], nproc: int = 1, timeout: float = 600, check: bool = True
+) -> subprocess.CompletedProcess:
+    """`python -m training ARGS` (nproc 1) or torchrun with `nproc` processes; with `check`, a
+    failed run fails the test with the end of its output."""
+    cmd = [sys.executable, "-m", "training", *args]
+    if nproc > 1:
+        launcher = ["-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
+        cmd = [sys.executable, *launcher, f"--master_port={free_port()}", *cmd[1:]]
+    result = subprocess.run(
+        cmd, env=train_env(), cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"training failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
+        )
+    return result
+
+
+def logged_losses(run: Path) -> dict[int, float]:
+    """step -> train/loss over every TensorBoard event file of a run (one per launch)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out: dict[int, float] = {}
+    for events in sorted((run / "tb").glob("events.*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        out.update({e.step: e.value for e in acc.Scalars("train/loss")})
+    return out
