@@ -20,6 +20,7 @@ import pytest
 from datagen.__main__ import main
 from datagen.config import DatagenConfig
 from datagen.generate import make_plan, make_sample, run
+from datagen.schema import decode_frames
 from datagen.shards import DatasetError, iter_samples, verify_manifest
 from phyworld import storage
 from phyworld.config import load_config
@@ -94,6 +95,61 @@ def test_same_bytes_whatever_the_worker_count(tmp_path):
         verify_manifest(three)  # generated, not merged yet
     run(cfg_of(f"output={three}", *args, "mode=merge"))
     assert tree_bytes(one) == tree_bytes(three)
+
+
+# Digests of the states (positions, velocities, angles, objects, params) and of the decoded pixels
+# of a few samples of each shipped config, taken from the renderer and physics before they were
+# made faster: any change of what a dataset holds fails here. They hold for the pinned pymunk and
+# numpy on x86-64; if an upgrade changes them, check the new samples, then update the table.
+PINNED = {
+    "uniform_30k": ("d350af1fbddc9234", "16fcb41de09182b5"),
+    "uniform_eval_both_out": ("31f91f85da5a5ecd", "5427e48f502460da"),
+    "memo_flip": ("64bb43ffe56e3079", "0b3aedfdff0b3e09"),
+    "interp_uniform_hole_1": ("73381ba6e41e0ea1", "58b58b52bca63ea7"),
+    "attr_shape_size_train": ("684ffdfa40edfa98", "cf06c3182be3fcc6"),
+    "attr_ring_velocity_train": ("0e5672294740f2e6", "e4d22b784fb42a42"),
+    "attr_colour_shape_eval": ("39e0e647d20c75d7", "de68f28beb9ab348"),
+    "collision_28k": ("fccd2717dca8b0ab", "f8c5b97e13ce2056"),
+    "collision_3_4m": ("030e3de61c7ff5e9", "c1160844822bf128"),
+    "collision_eval_both_out_paper": ("254cce8c5d4e54b9", "d4f3b01a4e40e1d0"),
+    "interp_collision_inside": ("37a5aac6cc2f6bd7", "1b9dbe8aaea73ae9"),
+    "parabola_30k": ("ff9b0189c8a459c4", "994836255586c656"),
+    "parabola_eval_both_out": ("a512e96579d84487", "b47e8cee31447c9a"),
+    "spatial_composition_train": ("613da6e52ec5f2f9", "ccf533a64ba2a8fc"),
+    "spatial_composition_eval": ("c0d8c213a4c725d7", "83182ba939c0bc4e"),
+    "temporal_composition_train": ("5d2bf223dcb3a213", "fe13cf7076cae49f"),
+    "temporal_composition_eval": ("f48b3501ee7e6353", "99d3076ef7640c0e"),
+}
+
+
+def pinned_indices(plan) -> list[int]:
+    """Both ends of the dataset and of every group, and three draws in between."""
+    idx = {
+        0,
+        plan.count - 1,
+        *(int(s) for s in plan.starts),
+        *(int(s) - 1 for s in plan.starts[1:]),
+    }
+    idx |= {int(i) for i in np.random.default_rng(7).integers(0, plan.count, 3)}
+    return sorted(idx)
+
+
+def sample_digests(samples) -> tuple[str, str]:
+    """(states, pixels) sha256 prefixes over `samples` (MDS rows, frames still encoded)."""
+    states, pixels = hashlib.sha256(), hashlib.sha256()
+    for s in samples:
+        for key in ("positions", "velocities", "angles"):
+            states.update(np.ascontiguousarray(s[key]).tobytes())
+        states.update(s["objects"])
+        states.update(s["params"])
+        pixels.update(np.ascontiguousarray(decode_frames(s["frames"])).tobytes())
+    return states.hexdigest()[:16], pixels.hexdigest()[:16]
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_samples_are_the_pinned_states_and_pixels(name):
+    plan = make_plan(load_config(DatagenConfig, [str(CONFIGS / f"{name}.yaml"), "output=unused"]))
+    assert sample_digests(make_sample(plan, i) for i in pinned_indices(plan)) == PINNED[name]
 
 
 def test_merge_names_missing_parts(tmp_path):
