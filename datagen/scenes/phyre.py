@@ -57,6 +57,7 @@ RESTITUTION = 0.2
 ANGULAR_DAMPING = 0.01
 SOLVER_ITERATIONS = 15  # PHYRE's Box2D velocity iterations
 SLEEP_TIME = 0.5  # seconds at rest before a body sleeps (Box2D's b2_timeToSleep)
+SLEEP_SPEED = 0.01  # m/s: slower is at rest (Box2D's b2_linearSleepTolerance)
 WALL = 0.1  # wall thickness, fraction of the scene; the walls lie just outside it
 THICKNESS = 1 / 50  # PHYRE's bar thickness, fraction of the scene
 
@@ -516,6 +517,7 @@ def _chipmunk_space(objs: list[Obj], w: float) -> Iterator[tuple[Any, list[Any]]
         cp.cpSpaceSetGravity(space, (0.0, -GRAVITY))
         cp.cpSpaceSetIterations(space, SOLVER_ITERATIONS)
         cp.cpSpaceSetSleepTimeThreshold(space, SLEEP_TIME)
+        cp.cpSpaceSetIdleSpeedThreshold(space, SLEEP_SPEED)
         friction, elasticity = math.sqrt(FRICTION), math.sqrt(RESTITUTION)  # see module docstring
         t = WALL * w
         walls = cp.cpBodyNewStatic()
@@ -556,9 +558,27 @@ class Trajectory:
 
 
 def _state(body) -> tuple[float, float, float, float, float, float]:
-    """x, y, angle, vx, vy, angular velocity of a Chipmunk body."""
-    p, v = cp.cpBodyGetPosition(body), cp.cpBodyGetVelocity(body)
+    """x, y, angle, vx, vy, angular velocity of a Chipmunk body; a sleeping body is at rest
+    (Box2D zeroes a body's velocity when it falls asleep; Chipmunk keeps the last, unused)."""
+    p = cp.cpBodyGetPosition(body)
+    if cp.cpBodyIsSleeping(body):
+        return p.x, p.y, cp.cpBodyGetAngle(body), 0.0, 0.0, 0.0
+    v = cp.cpBodyGetVelocity(body)
     return p.x, p.y, cp.cpBodyGetAngle(body), v.x, v.y, cp.cpBodyGetAngularVelocity(body)
+
+
+def _damp(body, factor: float) -> bool:
+    """Apply angular damping to a moving body; False if the body sleeps.
+
+    Any velocity write resets Chipmunk's sleep timer, so a body whose kinetic energy is below
+    Chipmunk's rest threshold (m * SLEEP_SPEED^2) is left alone: its spin is too slow for the
+    damping to matter, and it may fall asleep as Box2D's would (otherwise nothing ever sleeps).
+    """
+    if cp.cpBodyIsSleeping(body):
+        return False
+    if cp.cpBodyKineticEnergy(body) > cp.cpBodyGetMass(body) * SLEEP_SPEED**2:
+        cp.cpBodySetAngularVelocity(body, cp.cpBodyGetAngularVelocity(body) * factor)
+    return True
 
 
 def simulate_objects(
@@ -566,8 +586,8 @@ def simulate_objects(
 ) -> Trajectory:
     """Run the scene from rest; frame k is the state after k * substeps steps of frame_dt/substeps.
 
-    Bodies at rest fall asleep (Chipmunk's, as Box2D's); once every one sleeps nothing can move
-    again, so the remaining frames repeat the last one without stepping.
+    Bodies at rest fall asleep (after SLEEP_TIME below SLEEP_SPEED, as in Box2D); once every one
+    sleeps nothing can move again, and the remaining frames repeat the last without stepping.
     """
     dt = frame_dt / substeps
     # Box2D's per-step angular damping, compounded over a frame.
@@ -580,13 +600,9 @@ def simulate_objects(
         for _ in range(1, frames):
             for _ in range(substeps):
                 cp.cpSpaceStep(space, dt)
-            awake = False
-            for b in moving:
-                if not cp.cpBodyIsSleeping(b):  # setting a velocity would wake it
-                    cp.cpBodySetAngularVelocity(b, cp.cpBodyGetAngularVelocity(b) * damping)
-                    awake = True
+            awake = [_damp(b, damping) for b in moving]
             rows.append([_state(b) for b in moving])
-            if not awake:
+            if not any(awake):
                 break
         mass = np.array([cp.cpBodyGetMass(b) if d else np.inf for b, d in zip(bodies, dynamic)])
         moment = np.array([cp.cpBodyGetMoment(b) if d else np.inf for b, d in zip(bodies, dynamic)])
