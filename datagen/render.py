@@ -13,9 +13,11 @@ Two renderings (`style`):
   pixel centres (in our convention, not the authors' i / (W - 1)), for exact reproduction.
 Boxes have no soft edge in the paper; `paper` samples them hard at pixel centres.
 
-Speed: only the pixels inside each object's bounding box are computed, for all frames at once,
-and copied into each frame with one slice assignment (blended only where objects overlap); the
-canvas is channel-planar (3, T, H, W), the layout the frame encoder compresses best.
+Speed: compiled (numba) kernels visit only the pixels near each object: per row, the chord of a
+disc widened by a pixel; the chord where a circle's coverage is surely 1 is filled with its colour
+without computing it. Every pixel is bit-for-bit the float32 numpy formulation (the datagen tests
+pin them). The canvas is channel-planar (3, T, H, W), the layout the frame encoder compresses
+best, and knows the tight box of what each object painted in each frame.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from numba import njit
 
 from datagen.scenes import States
 
@@ -50,50 +53,167 @@ def index_to_world(ij: np.ndarray, world_size: float, resolution: int) -> np.nda
 
 
 # --------------------------------------------------------------------------------------------
-# Coverage of one object on a (T, B, B) patch of pixel-centre offsets (pixels, world axes)
+# Compiled kernels: coverage of one object at pixel-centre offsets, blended into the canvas
 # --------------------------------------------------------------------------------------------
+# The arithmetic is float32 and written out step by step so that every pixel is bit-for-bit what
+# the numpy formulation gives (documented in each function): Python-float constants are rounded
+# to float32 once by the caller (`_shape_constants`), as numpy rounds a Python scalar against a
+# float32 array; numba neither reorders nor fuses float operations without fastmath.
+
+F0, F1, HALF = np.float32(0.0), np.float32(1.0), np.float32(0.5)
+CIRCLE, RING, BOX = 0, 1, 2
+KINDS = {"circle": CIRCLE, "ring": RING, "box": BOX}
 
 
-def _circle_alpha(dx, dy, r, style):
+@njit(cache=True, inline="always")
+def _clip01(x):
+    return min(max(x, F0), F1)
+
+
+@njit(cache=True, inline="always")
+def _coverage(kind, paper, k, dx, dy, c, s):
+    """Alpha in [0, 1] at offset (dx, dy) pixels (x right, y up) from the centre. `k`: the
+    shape's float32 constants (`_shape_constants`); c, s: cos and sin of the box's angle.
+
+    circle aa:    clip(r + 0.5 - sqrt(d2))            paper: clip((r^2 - d2) / (0.03 r^2))
+    ring:         min(circle, clip(sqrt(d2) - r_in + 0.5) | clip((d2 - r_in^2) / (0.03 r_in^2)))
+    box:          signed distance sdf to the rotated rectangle; aa: clip(0.5 - sdf), paper: sdf < 0
+    """
+    if kind == BOX:
+        lx = abs(c * dx + s * dy) - k[0]
+        ly = abs(-s * dx + c * dy) - k[1]
+        mx, my = max(lx, F0), max(ly, F0)
+        sdf = np.sqrt(mx * mx + my * my) + min(max(lx, ly), F0)
+        if paper:
+            return F1 if sdf < F0 else F0
+        return _clip01(HALF - sdf)
     d2 = dx * dx + dy * dy
-    if style == "paper":
-        return np.clip((r * r - d2) / (PAPER_EDGE * r * r), 0.0, 1.0)
-    return np.clip(r + 0.5 - np.sqrt(d2), 0.0, 1.0)
+    if paper:
+        a = _clip01((k[0] - d2) / k[1])
+        if kind == RING:
+            a = min(a, _clip01((d2 - k[2]) / k[3]))
+        return a
+    a = _clip01(k[0] - np.sqrt(d2))
+    if kind == RING:
+        a = min(a, _clip01(np.sqrt(d2) - k[2] + HALF))
+    return a
 
 
-def _ring_alpha(dx, dy, r, r_in, style):
-    outer = _circle_alpha(dx, dy, r, style)
-    d2 = dx * dx + dy * dy
-    if style == "paper":
-        inner = np.clip((d2 - r_in * r_in) / (PAPER_EDGE * r_in * r_in), 0.0, 1.0)
+@njit(cache=True, inline="always")
+def _blend(pixels, f, i, j, colour, a):
+    """pixels[:, f, i, j] = rint(old + (colour - old) * a): over white, the same as a copy of
+    the object's colour at coverage a (so a frame's first object needs no special case)."""
+    for ch in range(3):
+        old = np.float32(pixels[ch, f, i, j])
+        pixels[ch, f, i, j] = np.uint8(np.rint(old + (colour[ch] - old) * a))
+
+
+@njit(cache=True)
+def _paint_shape(pixels, boxes, uv, cos_a, sin_a, ex, ey, kind, paper, k, colour):
+    """Paint one circle / ring / box in every frame; returns the number of (frame, row0, row1,
+    col0, col1) rows written to `boxes`, each the smallest box around the pixels it covered.
+
+    The patch of frame f spans columns floor(u) - ex ... floor(u) + ex (rows likewise with ey);
+    the offsets of pixel centres are computed in float64 and rounded to float32, as
+    `patch_offsets` does."""
+    _, t, h, w = pixels.shape
+    # Squared reach of a disc in pixels: alpha > 0 only where d2 < reach2 (aa: (r + 0.5)^2).
+    # and alpha = 1 where d2 <= full2 (aa: (r - 0.5)^2; paper: r^2 - 0.03 r^2).
+    reach2 = np.float64(k[0]) if paper else np.float64(k[0]) * np.float64(k[0])
+    if paper:
+        full2 = np.float64(k[0]) - np.float64(k[1])
     else:
-        inner = np.clip(np.sqrt(d2) - r_in + 0.5, 0.0, 1.0)
-    return np.minimum(outer, inner)
+        full2 = max(np.float64(k[0]) - 1.0, 0.0) ** 2
+    colour_u8 = np.rint(colour).astype(np.uint8)  # what full coverage blends to
+    n = 0
+    for f in range(t):
+        u, v = uv[f, 0], uv[f, 1]
+        c0, r0 = np.int64(np.floor(u)) - ex, np.int64(np.floor(v)) - ey
+        top, bottom, left, right = h, -1, w, -1
+        for i in range(max(r0, 0), min(r0 + 2 * ey + 1, h)):
+            dy = np.float32(v - i - 0.5)
+            lo, hi = max(c0, 0), min(c0 + 2 * ex + 1, w)
+            fill_lo = fill_hi = lo  # columns [fill_lo, fill_hi) where alpha is surely 1
+            if kind != BOX:
+                # Outside the disc's chord on this row, widened by a pixel, alpha is 0.
+                dy2 = np.float64(dy) * np.float64(dy)
+                if reach2 - dy2 < -1.0:
+                    continue
+                half = np.sqrt(max(reach2 - dy2, 0.0)) + 1.0
+                lo = max(lo, np.int64(np.floor(u - 0.5 - half)))
+                hi = max(min(hi, np.int64(np.ceil(u - 0.5 + half)) + 1), lo)
+                # Inside the full-coverage chord, narrowed by a pixel (a margin of >= 1 in d2,
+                # far above float32 rounding), a circle's alpha is 1: its pixels become the
+                # colour exactly (rint(old + (colour - old) * 1) = colour), no need to compute it.
+                if kind == CIRCLE and full2 - dy2 >= 1.0:
+                    half = np.sqrt(full2 - dy2) - 1.0
+                    fill_lo = min(max(lo, np.int64(np.ceil(u - 0.5 - half))), hi)
+                    fill_hi = max(min(hi, np.int64(np.floor(u - 0.5 + half)) + 1), fill_lo)
+                else:
+                    fill_lo = fill_hi = hi
+            for j in range(lo, fill_lo):
+                dx = np.float32(j + 0.5 - u)
+                a = _coverage(kind, paper, k, dx, dy, cos_a[f], sin_a[f])
+                if a > F0:
+                    _blend(pixels, f, i, j, colour, a)
+                    top, bottom = min(top, i), max(bottom, i)
+                    left, right = min(left, j), max(right, j)
+            if fill_hi > fill_lo:
+                for ch in range(3):
+                    pixels[ch, f, i, fill_lo:fill_hi] = colour_u8[ch]
+                top, bottom = min(top, i), max(bottom, i)
+                left, right = min(left, fill_lo), max(right, fill_hi - 1)
+            for j in range(fill_hi, hi):
+                dx = np.float32(j + 0.5 - u)
+                a = _coverage(kind, paper, k, dx, dy, cos_a[f], sin_a[f])
+                if a > F0:
+                    _blend(pixels, f, i, j, colour, a)
+                    top, bottom = min(top, i), max(bottom, i)
+                    left, right = min(left, j), max(right, j)
+        if bottom >= 0:
+            boxes[n, 0], boxes[n, 1], boxes[n, 2] = f, top, bottom + 1
+            boxes[n, 3], boxes[n, 4] = left, right + 1
+            n += 1
+    return n
 
 
-def _box_alpha(dx, dy, half_w, half_h, angle, style):
-    # Rotate the offsets into the box frame (angle is counter-clockwise in world axes).
-    c, s = np.cos(angle), np.sin(angle)
-    lx = np.abs(c * dx + s * dy) - half_w
-    ly = np.abs(-s * dx + c * dy) - half_h
-    outside = np.sqrt(np.maximum(lx, 0.0) ** 2 + np.maximum(ly, 0.0) ** 2)
-    sdf = outside + np.minimum(np.maximum(lx, ly), 0.0)
-    if style == "paper":
-        return (sdf < 0).astype(np.float32)
-    return np.clip(0.5 - sdf, 0.0, 1.0)
+@njit(cache=True)
+def _paint_alpha(pixels, boxes, alpha, rows0, cols0, colour):
+    """Blend a precomputed coverage `alpha` (T, Bh, Bw) whose top-left pixels are (rows0,
+    cols0); boxes as in `_paint_shape`."""
+    _, t, h, w = pixels.shape
+    bh, bw = alpha.shape[1], alpha.shape[2]
+    n = 0
+    for f in range(t):
+        r0, c0 = rows0[f], cols0[f]
+        top, bottom, left, right = h, -1, w, -1
+        for i in range(max(r0, 0), min(r0 + bh, h)):
+            for j in range(max(c0, 0), min(c0 + bw, w)):
+                a = alpha[f, i - r0, j - c0]
+                if a > F0:
+                    _blend(pixels, f, i, j, colour, a)
+                    top, bottom = min(top, i), max(bottom, i)
+                    left, right = min(left, j), max(right, j)
+        if bottom >= 0:
+            boxes[n, 0], boxes[n, 1], boxes[n, 2] = f, top, bottom + 1
+            boxes[n, 3], boxes[n, 4] = left, right + 1
+            n += 1
+    return n
 
 
-def _alpha(obj: dict, dx, dy, angle, scale: float, style: str):
-    """Coverage in [0, 1] of `obj` at pixel-centre offsets dx, dy (pixels, x right, y up)."""
+def _shape_constants(obj: dict, scale: float, style: str) -> np.ndarray:
+    """The float32 constants of `_coverage`, from Python floats (float64) as numpy rounds them."""
     shape = obj["shape"]
-    if shape == "circle":
-        return _circle_alpha(dx, dy, obj["radius"] * scale, style)
-    if shape == "ring":
-        return _ring_alpha(dx, dy, obj["radius"] * scale, obj["inner_radius"] * scale, style)
     if shape == "box":
         w, h = obj["size"]
-        return _box_alpha(dx, dy, w * scale / 2, h * scale / 2, angle, style)
-    raise KeyError(shape)
+        k = [w * scale / 2, h * scale / 2]
+    else:
+        r = obj["radius"] * scale
+        k = [r * r, PAPER_EDGE * r * r] if style == "paper" else [r + 0.5, 0.0]
+        if shape == "ring":
+            r_in = obj["inner_radius"] * scale
+            k += [r_in * r_in, PAPER_EDGE * r_in * r_in] if style == "paper" else [r_in, 0.0]
+    return np.array(k + [0.0] * (4 - len(k)), dtype=np.float32)
 
 
 def _extent(obj: dict, angles: np.ndarray) -> tuple[float, float]:
@@ -107,16 +227,12 @@ def _extent(obj: dict, angles: np.ndarray) -> tuple[float, float]:
 
 
 class Canvas:
-    """Frames being painted: pixels (3, T, H, W) uint8 on white, plus what each frame has drawn.
-
-    A patch lands on untouched white pixels in most frames; there it is a plain copy of
-    precomputed colours. Only where a frame's earlier patches overlap the new one is it blended.
-    """
+    """Frames being painted: pixels (3, T, H, W) uint8 on white, plus the box around what each
+    object painted in each frame (the frame encoder compresses only those)."""
 
     def __init__(self, frames: int, resolution: int) -> None:
         self.pixels = np.full((3, frames, resolution, resolution), 255, dtype=np.uint8)
-        self.dirty: list[tuple[int, int, int, int] | None] = [None] * frames  # r0, r1, c0, c1
-        self.painted: list[tuple[int, int, int, int, int]] = []  # frame, r0, r1, c0, c1
+        self.painted: list[np.ndarray] = []  # (K, 5) frame, row0, row1, col0, col1 per object
 
     def frames(self) -> np.ndarray:
         """(T, H, W, 3) uint8, a view of the planar pixels."""
@@ -125,41 +241,57 @@ class Canvas:
     def boxes(self) -> np.ndarray:
         """(K, 5) uint16 frame, row0, row1, col0, col1 of every painted patch: outside them,
         everything is white (see `datagen.schema.encode_frames`)."""
-        return np.array(self.painted, dtype=np.uint16).reshape(-1, 5)
+        if not self.painted:
+            return np.zeros((0, 5), dtype=np.uint16)
+        return np.concatenate(self.painted).astype(np.uint16)
+
+    def _boxes_buffer(self) -> np.ndarray:
+        return np.empty((self.pixels.shape[1], 5), dtype=np.int64)
 
     def paint(self, colour, alpha: np.ndarray, rows0: np.ndarray, cols0: np.ndarray) -> None:
         """Paint `colour` with coverage `alpha` (T, Bh, Bw) whose top-left pixels are (rows0, cols0)."""
-        t, bh, bw = alpha.shape
-        h, w = self.pixels.shape[2:]
-        colour = np.asarray(colour, dtype=np.float32)[:, None, None, None]
-        a = alpha[None]  # (1, T, Bh, Bw)
-        over_white = np.rint(255.0 + (colour - 255.0) * a).astype(np.uint8)  # (3, T, Bh, Bw)
-        for f in range(t):
-            r0, c0 = int(rows0[f]), int(cols0[f])
-            r1, c1 = min(r0 + bh, h), min(c0 + bw, w)
-            rs, cs = max(r0, 0), max(c0, 0)
-            if rs >= r1 or cs >= c1:
-                continue  # the patch is off-screen in this frame
-            target = self.pixels[:, f, rs:r1, cs:c1]
-            patch = (slice(None), slice(rs - r0, r1 - r0), slice(cs - c0, c1 - c0))
-            self.painted.append((f, rs, r1, cs, c1))
-            d = self.dirty[f]
-            if d is None or d[0] >= r1 or rs >= d[1] or d[2] >= c1 or cs >= d[3]:
-                target[...] = over_white[:, f][patch]
-                self.dirty[f] = (
-                    (rs, r1, cs, c1)
-                    if d is None
-                    else (min(d[0], rs), max(d[1], r1), min(d[2], cs), max(d[3], c1))
-                )
-            else:
-                old = target.astype(np.float32)
-                target[...] = np.rint(old + (colour[:, 0] - old) * a[:, f][patch]).astype(np.uint8)
-                self.dirty[f] = (min(d[0], rs), max(d[1], r1), min(d[2], cs), max(d[3], c1))
+        boxes = self._boxes_buffer()
+        n = _paint_alpha(
+            self.pixels,
+            boxes,
+            np.asarray(alpha, dtype=np.float32),
+            np.asarray(rows0, dtype=np.int64),
+            np.asarray(cols0, dtype=np.int64),
+            np.asarray(colour, dtype=np.float32),
+        )
+        self.painted.append(boxes[:n])
+
+    def paint_shape(
+        self, obj: dict, uv: np.ndarray, angles: np.ndarray, scale: float, style: str
+    ) -> None:
+        """Paint a circle / ring / box `obj` centred at `uv` (T, 2) pixels in every frame."""
+        ex, ey = _extent(obj, angles)
+        ex, ey = int(np.ceil(ex * scale + 1.0)), int(np.ceil(ey * scale + 1.0))
+        if obj["shape"] == "box":  # numpy's float32 cos / sin, as the reference renderer
+            a32 = angles.astype(np.float32)
+            cos_a, sin_a = np.cos(a32), np.sin(a32)
+        else:
+            cos_a = sin_a = np.zeros(len(uv), dtype=np.float32)
+        boxes = self._boxes_buffer()
+        n = _paint_shape(
+            self.pixels,
+            boxes,
+            np.ascontiguousarray(uv, dtype=np.float64),
+            cos_a,
+            sin_a,
+            ex,
+            ey,
+            KINDS[obj["shape"]],
+            style == "paper",
+            _shape_constants(obj, scale, style),
+            np.asarray(obj["colour"], dtype=np.float32),
+        )
+        self.painted.append(boxes[:n])
 
 
 # Shapes drawn elsewhere (e.g. `polygon`, `compound` in datagen.render_shapes) register here:
 # drawer(canvas: Canvas, obj, centres_uv (T, 2), angles (T,), scale, style) -> None; a drawer
-# computes coverage patches (see `_draw`) and calls `canvas.paint`.
+# computes coverage patches (see `patch_offsets`) and calls `canvas.paint`.
 DRAWERS: dict[str, Callable[..., None]] = {}
 
 
@@ -175,17 +307,6 @@ def patch_offsets(uv: np.ndarray, extent_px: float, extent_y_px: float | None = 
     dx = ((cols0[:, None] + np.arange(2 * ex + 1)) + 0.5 - uv[:, :1]).astype(np.float32)[:, None, :]
     dy = (uv[:, 1:] - (rows0[:, None] + np.arange(2 * ey + 1)) - 0.5).astype(np.float32)[:, :, None]
     return rows0, cols0, dx, dy
-
-
-def _draw(
-    canvas: Canvas, obj: dict, uv: np.ndarray, angles: np.ndarray, scale: float, style: str
-) -> None:
-    """Paint one circle / ring / box over all frames."""
-    ex, ey = _extent(obj, angles)
-    rows0, cols0, dx, dy = patch_offsets(uv, ex * scale, ey * scale)
-    a = _alpha(obj, dx, dy, angles.astype(np.float32)[:, None, None], scale, style)
-    a = np.broadcast_to(a, (len(uv), dy.shape[1], dx.shape[2]))
-    canvas.paint(obj["colour"], a, rows0, cols0)
 
 
 def render(states: States, resolution: int, world_size: float, style: str = "aa") -> np.ndarray:
@@ -206,8 +327,8 @@ def draw(states: States, resolution: int, world_size: float, style: str = "aa") 
     scale = resolution / world_size  # pixels per world unit
     for i, obj in enumerate(states.objects):
         uv = world_to_pixel(states.positions[:, i], world_size, resolution)
-        if obj["shape"] in ("circle", "ring", "box"):
-            _draw(canvas, obj, uv, states.angles[:, i], scale, style)
+        if obj["shape"] in KINDS:
+            canvas.paint_shape(obj, uv, states.angles[:, i], scale, style)
         else:
             if obj["shape"] not in DRAWERS:
                 import datagen.render_shapes  # noqa: F401  (registers polygon / compound drawers)

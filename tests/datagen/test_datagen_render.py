@@ -73,6 +73,30 @@ def test_paper_edge_is_the_authors_formula_at_pixel_centres():
     assert (f[..., 0] == 255).all()
 
 
+@pytest.mark.parametrize("style", ["aa", "paper"])
+def test_compiled_discs_equal_the_float32_formula_on_every_pixel(style):
+    # Random radii and sub-pixel centres, some across the image border: the kernel's chords
+    # (and filled interiors) must give exactly the full-frame numpy formula.
+    rng = np.random.default_rng(5)
+    for r in rng.uniform(0.3, 2.0, 6).tolist():  # Python floats, as sizes are in `objects`
+        xy = rng.uniform(-1.0, 11.0, (16, 2))
+        frames = render(states(xy, ball(r)), 96, 10.0, style)
+        uv = world_to_pixel(xy.astype(np.float32), 10.0, 96)  # the stored float32 states
+        i = np.arange(
+            96
+        )  # offsets in float64 as the renderer rounds them: (i + 0.5) - u, (v - j) - 0.5
+        dx = (i[None, None, :] + 0.5 - uv[:, None, :1]).astype(np.float32)
+        dy = (uv[:, None, 1:2] - i[None, :, None] - 0.5).astype(np.float32)
+        d2 = dx * dx + dy * dy
+        rp = r * 9.6
+        if style == "paper":
+            alpha = np.clip((rp * rp - d2) / (0.03 * rp * rp), 0.0, 1.0)
+        else:
+            alpha = np.clip(rp + 0.5 - np.sqrt(d2), 0.0, 1.0)
+        green = np.rint(255.0 + (np.float32(0.0) - 255.0) * alpha).astype(np.uint8)
+        np.testing.assert_array_equal(frames[..., 1], green)
+
+
 def test_only_the_pixels_near_the_ball_change_and_offscreen_is_blank():
     frames = render(states([[5.0, 5.0], [-3.0, 5.0], [9.9, 0.1]], ball(1.0)), 64, 10.0)
     changed = np.argwhere((frames[0] != 255).any(-1))
