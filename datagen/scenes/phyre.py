@@ -24,6 +24,7 @@ redrawn from scratch (up to `MAX_LAYOUTS` times), then `PlacementError` names th
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -94,6 +95,14 @@ class Obj:
     x: float = 0.0
     y: float = 0.0
     angle: float = 0.0
+    _geometry: Geometry | None = field(default=None, init=False, repr=False, compare=False)
+
+    def geometry(self) -> Geometry:
+        """The pieces in world coordinates at the current pose (kept until the pose changes)."""
+        geo = self._geometry
+        if geo is None or geo.pose != (self.x, self.y, self.angle):
+            geo = self._geometry = Geometry(self)
+        return geo
 
     def points(self) -> np.ndarray:
         """World-frame extreme points (m, 2): polygon vertices and circle bounding corners."""
@@ -346,57 +355,122 @@ BUILDERS = {
 }
 
 
-def world_pieces(obj: Obj) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The object's circles (k, 3) and polygons (each (n, 2)) in world coordinates."""
-    c, s = math.cos(obj.angle), math.sin(obj.angle)
-    rot = np.array([[c, -s], [s, c]])
-    at = np.array([obj.x, obj.y])
-    circles = obj.circles.copy()
-    circles[:, :2] = obj.circles[:, :2] @ rot.T + at
-    return circles, [p @ rot.T + at for p in obj.polygons]
+# ----------------------------------------------------------------------------------------------
+# Overlap tests and layouts (plain floats: numpy's per-call overhead dominates on 4-gons)
+# ----------------------------------------------------------------------------------------------
+
+Point = tuple[float, float]
+Box = tuple[float, float, float, float]  # left, bottom, right, top
 
 
-def _normals(poly: np.ndarray) -> np.ndarray:
-    edges = np.roll(poly, -1, axis=0) - poly
-    n = np.stack([edges[:, 1], -edges[:, 0]], axis=1)
-    return n / np.linalg.norm(n, axis=1, keepdims=True)
+def _box_of(points: list[Point]) -> Box:
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    return min(xs), min(ys), max(xs), max(ys)
 
 
-def _depth_on(axes: np.ndarray, a_lo, a_hi, b_lo, b_hi) -> float:
-    """Separating-axis test: the smallest overlap of the two shapes' projections (<= 0: apart)."""
-    return float(np.minimum(a_hi - b_lo, b_hi - a_lo).min())
+def _apart(a: Box, b: Box) -> bool:
+    return a[0] > b[2] or b[0] > a[2] or a[1] > b[3] or b[1] > a[3]
 
 
-def _poly_poly(p: np.ndarray, q: np.ndarray) -> float:
-    axes = np.concatenate([_normals(p), _normals(q)])
-    pa, qa = p @ axes.T, q @ axes.T  # (vertices, axes) projections
-    return _depth_on(axes, pa.min(0), pa.max(0), qa.min(0), qa.max(0))
+def _normals(poly: list[Point]) -> list[Point]:
+    """Unit outward (for counter-clockwise vertices) normals of the edges."""
+    out = []
+    for (x0, y0), (x1, y1) in zip(poly, poly[1:] + poly[:1]):
+        ex, ey = x1 - x0, y1 - y0
+        norm = math.hypot(ex, ey)
+        out.append((ey / norm, -ex / norm))
+    return out
 
 
-def _circle_poly(c: np.ndarray, p: np.ndarray) -> float:
-    nearest = p[np.argmin(((p - c[:2]) ** 2).sum(1))] - c[:2]
-    axes = _normals(p)
-    if nearest.any():  # the vertex axis completes the test for a circle
-        axes = np.concatenate([axes, nearest[None] / np.linalg.norm(nearest)])
-    pa, centre = p @ axes.T, axes @ c[:2]
-    return _depth_on(axes, pa.min(0), pa.max(0), centre - c[2], centre + c[2])
+class Geometry:
+    """An object's convex pieces in world coordinates: circles (x, y, r) and polygons (vertices,
+    edge normals), each with its bounding box, and the box around all of them."""
+
+    __slots__ = ("box", "circles", "polygons", "pose")
+
+    def __init__(self, obj: Obj) -> None:
+        self.pose = obj.x, obj.y, obj.angle
+        c, s, x, y = math.cos(obj.angle), math.sin(obj.angle), obj.x, obj.y
+        self.circles = []
+        for cx, cy, r in obj.circles.tolist():
+            u, v = x + c * cx - s * cy, y + s * cx + c * cy
+            self.circles.append(((u, v, r), (u - r, v - r, u + r, v + r)))
+        self.polygons = []
+        for p in obj.polygons:
+            pts = [(x + c * px - s * py, y + s * px + c * py) for px, py in p.tolist()]
+            self.polygons.append(((pts, _normals(pts)), _box_of(pts)))
+        boxes = [b for _, b in self.circles + self.polygons]
+        self.box = (
+            min(b[0] for b in boxes),
+            min(b[1] for b in boxes),
+            max(b[2] for b in boxes),
+            max(b[3] for b in boxes),
+        )
+
+
+def _span(points: list[Point], nx: float, ny: float) -> tuple[float, float]:
+    dots = [x * nx + y * ny for x, y in points]
+    return min(dots), max(dots)
+
+
+def _poly_poly(p, q) -> float:
+    """Separating-axis depth of two convex polygons: the smallest overlap of their projections
+    on the edge normals of both (<= 0: apart)."""
+    (pp, pn), (qp, qn) = p, q
+    depth = math.inf
+    for nx, ny in pn + qn:
+        a_lo, a_hi = _span(pp, nx, ny)
+        b_lo, b_hi = _span(qp, nx, ny)
+        depth = min(depth, a_hi - b_lo, b_hi - a_lo)
+    return depth
+
+
+def _circle_poly(circle, poly) -> float:
+    """Separating-axis depth of a circle and a convex polygon: the polygon's normals plus the
+    axis from the circle's centre to the nearest vertex."""
+    (cx, cy, r), (pts, normals) = circle, poly
+    vx, vy = min(pts, key=lambda v: (v[0] - cx) ** 2 + (v[1] - cy) ** 2)
+    axes = normals
+    if vx != cx or vy != cy:
+        d = math.hypot(vx - cx, vy - cy)
+        axes = [*normals, ((vx - cx) / d, (vy - cy) / d)]
+    depth = math.inf
+    for nx, ny in axes:
+        lo, hi = _span(pts, nx, ny)
+        centre = cx * nx + cy * ny
+        depth = min(depth, hi - (centre - r), (centre + r) - lo)
+    return depth
+
+
+def _pair_depths(a: Geometry, b: Geometry) -> Iterator[float]:
+    """Overlap depths of the pairs of pieces of a and b whose bounding boxes meet (the other
+    pairs are apart), lazily: a caller that only asks "any deeper than t?" stops early."""
+    for ca, box_a in a.circles:
+        for cb, box_b in b.circles:
+            if not _apart(box_a, box_b):
+                yield ca[2] + cb[2] - math.hypot(ca[0] - cb[0], ca[1] - cb[1])
+        for pb, box_b in b.polygons:
+            if not _apart(box_a, box_b):
+                yield _circle_poly(ca, pb)
+    for pa, box_a in a.polygons:
+        for cb, box_b in b.circles:
+            if not _apart(box_a, box_b):
+                yield _circle_poly(cb, pa)
+        for pb, box_b in b.polygons:
+            if not _apart(box_a, box_b):
+                yield _poly_poly(pa, pb)
 
 
 def penetration(a: Obj, b: Obj) -> float:
-    """How deep two objects overlap (metres; <= 0 when apart): the largest depth over their
-    pairs of convex pieces, each the minimum translation that separates the pair."""
-    (ca, pa), (cb, pb) = world_pieces(a), world_pieces(b)
-    depths = [-math.inf]
-    depths += [c[2] + d[2] - math.dist(c[:2], d[:2]) for c in ca for d in cb]
-    depths += [_circle_poly(c, q) for c in ca for q in pb]
-    depths += [_circle_poly(d, p) for p in pa for d in cb]
-    depths += [_poly_poly(p, q) for p in pa for q in pb]
-    return max(depths)
+    """How deep two objects overlap (metres; <= 0 when apart, -inf when no two pieces' bounding
+    boxes meet): the largest depth over their pairs of convex pieces, each the minimum
+    translation that separates the pair."""
+    return max(_pair_depths(a.geometry(), b.geometry()), default=-math.inf)
 
 
 def outside(obj: Obj, w: float) -> float:
     """How far the object sticks out of the scene [0, w]^2 (metres; <= 0 when inside)."""
-    x0, y0, x1, y1 = obj.bounds()
+    x0, y0, x1, y1 = obj.geometry().box
     return max(-x0, -y0, x1 - w, y1 - w)
 
 
@@ -405,33 +479,35 @@ class _Occupancy:
 
     def __init__(self, w: float) -> None:
         self.w = w
-        self.placed: list[tuple[Obj, tuple[float, float, float, float]]] = []
+        self.placed: list[Obj] = []
 
     def fits(self, objs: list[Obj]) -> bool:
         """No object out of the scene, none overlapping a placed one (static pairs excepted)."""
-        tol = OVERLAP_TOLERANCE
+        tol, w = OVERLAP_TOLERANCE, self.w
         for obj in objs:
-            if outside(obj, self.w) > tol:
+            geo = obj.geometry()
+            x0, y0, x1, y1 = geo.box
+            if max(-x0, -y0, x1 - w, y1 - w) > tol:
                 return False
-            x0, y0, x1, y1 = obj.bounds()
-            for other, (u0, v0, u1, v1) in self.placed:
-                if not (obj.dynamic or other.dynamic) or u0 > x1 or x0 > u1 or v0 > y1 or y0 > v1:
+            for other in self.placed:
+                other_geo = other.geometry()
+                if not (obj.dynamic or other.dynamic) or _apart(geo.box, other_geo.box):
                     continue  # static pairs never move; disjoint boxes cannot overlap
-                if penetration(obj, other) > tol:
+                if any(d > tol for d in _pair_depths(geo, other_geo)):
                     return False
         return True
 
     def add(self, objs: list[Obj]) -> None:
-        self.placed += [(obj, obj.bounds()) for obj in objs]
+        self.placed += objs
 
 
 def _user_ball(rng, occ: _Occupancy, placed: list[Obj], w: float) -> Obj | None:
     """The red ball, dropped near a random object: above it or below it, as the authors' heuristic
     chose actions, at a random horizontal offset within 0.8 of the two objects' reach."""
+    bounds = [obj.bounds() for obj in placed]
     for _ in range(MAX_TRIES):
         r = rng.uniform(*USER_BALL_RADIUS) * w
-        target = placed[rng.integers(len(placed))]
-        x0, y0, x1, y1 = target.bounds()
+        x0, y0, x1, y1 = bounds[rng.integers(len(placed))]
         reach = max(x1 - x0, y1 - y0) / 2 + r
         x = (x0 + x1) / 2 + rng.uniform(-0.8, 0.8) * reach
         lo, hi = (y1 + r, w - r) if rng.uniform() < 0.5 else (r, y0 - r)
@@ -662,6 +738,14 @@ def count(spec: SceneSpec) -> int:
     return len(_templates(spec)) * int(spec.option("videos_per_template", 1))
 
 
+@functools.lru_cache(maxsize=1024)
+def _shared_layout(seed: int, template: int, layout: int, w: float) -> tuple[Obj, ...]:
+    """Layout number `layout` of `template` when a template's videos share a few layouts: a pure
+    function of its arguments, so it is kept for the next video that uses it (a worker's videos
+    cycle through their template's layouts). Callers must not change the objects."""
+    return tuple(place_layout(template, np.random.default_rng([seed, template, layout, 0x5C3E]), w))
+
+
 def sample_params(spec: SceneSpec, index: int, rng: np.random.Generator) -> dict:
     """Template, layout and red ball of video `index` (template-major order).
 
@@ -675,22 +759,23 @@ def sample_params(spec: SceneSpec, index: int, rng: np.random.Generator) -> dict
     template, j = templates[index // per], index % per
     layouts = int(spec.option("layouts_per_template", 0))
     w = spec.world_size
-    for _ in range(MAX_LAYOUTS):
-        layout_rng = (
-            np.random.default_rng([spec.seed, template, j % layouts, 0x5C3E]) if layouts else rng
-        )
-        layout = place_layout(template, layout_rng, w)
+    if layouts:
+        layout = list(_shared_layout(spec.seed, template, j % layouts, w))
         user = place_user_ball(layout, rng, w)
-        if user is not None:
-            break
-        if layouts:
+        if user is None:
             raise PlacementError(
                 f"template {template} layout {j % layouts}: no room for the red ball"
             )
     else:
-        raise PlacementError(
-            f"template {template}: no room for the red ball in {MAX_LAYOUTS} layouts"
-        )
+        for _ in range(MAX_LAYOUTS):
+            layout = place_layout(template, rng, w)
+            user = place_user_ball(layout, rng, w)
+            if user is not None:
+                break
+        else:
+            raise PlacementError(
+                f"template {template}: no room for the red ball in {MAX_LAYOUTS} layouts"
+            )
     objs = [*layout, user]
     return {
         "template": template,

@@ -148,6 +148,11 @@ def test_layouts_per_template_share_layouts_not_red_balls():
     assert p[0]["objects"][:-1] == p[2]["objects"][:-1]  # layout 0 twice
     assert p[0]["objects"][-1] != p[2]["objects"][-1]  # with its own red ball
     assert p[0]["objects"][:-1] != p[1]["objects"][:-1]
+    # Layouts are kept between videos: the same objects as placing layout 1 afresh.
+    fresh = phyre.place_layout(3, np.random.default_rng([0, 3, 1, 0x5C3E]), W)
+    assert p[1]["objects"][:-1] == [
+        {**o.describe(), "x": o.x, "y": o.y, "angle": o.angle} for o in fresh
+    ]
     # An eval set from another seed draws other layouts: held out within the template.
     e = spec(templates="train6", videos_per_template=4, layouts_per_template=2, seed=1)
     q = phyre.sample_params(e, 0, np.random.default_rng([1, 0]))
