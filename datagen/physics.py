@@ -6,8 +6,11 @@ elasticity of a contact is the product of the two shapes' values, so every shape
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pymunk
+import pymunk.batch
 from pymunk._chipmunk import lib as _cp
 
 from datagen.scenes import States
@@ -15,6 +18,20 @@ from datagen.scenes import States
 RED = [255, 0, 0]
 BLUE = [0, 0, 255]
 BLACK = [0, 0, 0]
+
+
+MAX_BATCH = 32  # worlds per pymunk Space: one collision-filter bit each (cpBitmask is 32 bits)
+
+
+@dataclass
+class World:
+    """One video's world before it runs: its objects (the `objects` column), each one's start
+    (static objects, the walls, have velocity None), the gravity and the steps per frame."""
+
+    objects: list[dict]
+    starts: list[tuple[tuple[float, float], tuple[float, float] | None]]
+    gravity: float = 0.0
+    substeps: int = 10
 
 
 def make_space(gravity: float = 0.0) -> pymunk.Space:
@@ -28,26 +45,30 @@ def make_space(gravity: float = 0.0) -> pymunk.Space:
     return space
 
 
-def _finish(space: pymunk.Space, body: pymunk.Body, shape: pymunk.Shape) -> pymunk.Body:
+def _finish(space, body: pymunk.Body, shape: pymunk.Shape, shape_filter) -> pymunk.Body:
     shape.elasticity = 1.0
     shape.friction = 0.0
+    if shape_filter is not None:
+        shape.filter = shape_filter
     space.add(body, shape)
     return body
 
 
-def add_ball(space, position, velocity, radius: float, density: float = 1.0) -> pymunk.Body:
+def add_ball(
+    space, position, velocity, radius: float, density: float = 1.0, shape_filter=None
+) -> pymunk.Body:
     """A dynamic disc of mass density * pi r^2."""
     body = pymunk.Body()
     body.position = tuple(position)
     shape = pymunk.Circle(body, radius)
     shape.density = density
-    _finish(space, body, shape)
+    _finish(space, body, shape, shape_filter)
     body.velocity = tuple(velocity)
     return body
 
 
 def add_box(
-    space, position, velocity, size, angle: float = 0.0, density: float = 1.0
+    space, position, velocity, size, angle: float = 0.0, density: float = 1.0, shape_filter=None
 ) -> pymunk.Body:
     """A dynamic rectangle of `size` = (w, h) centred at `position`."""
     body = pymunk.Body()
@@ -55,49 +76,96 @@ def add_box(
     body.angle = angle
     shape = pymunk.Poly.create_box(body, tuple(size))
     shape.density = density
-    _finish(space, body, shape)
+    _finish(space, body, shape, shape_filter)
     body.velocity = tuple(velocity)
     return body
 
 
-def add_static_box(space, position, size) -> pymunk.Body:
+def add_static_box(space, position, size, shape_filter=None) -> pymunk.Body:
     """An immovable rectangle (a wall), returned as its static body."""
     body = pymunk.Body(body_type=pymunk.Body.STATIC)
     body.position = tuple(position)
-    _finish(space, body, pymunk.Poly.create_box(body, tuple(size)))
+    _finish(space, body, pymunk.Poly.create_box(body, tuple(size)), shape_filter)
     return body
 
 
-def run(
-    space: pymunk.Space,
-    bodies: list[pymunk.Body],
-    objects: list[dict],
-    frames: int,
-    frame_dt: float,
-    substeps: int,
-) -> States:
-    """Step the world and record every body's state at each frame (frame 0 = initial state)."""
-    pos, vel, ang = [], [], []
-    dt = frame_dt / substeps
+def add_object(space, obj: dict, position, velocity, shape_filter=None) -> pymunk.Body:
+    """Add the body for an `objects` entry (rings collide as discs of their outer radius)."""
+    if obj["shape"] in ("circle", "ring"):
+        return add_ball(space, position, velocity, obj["radius"], shape_filter=shape_filter)
+    return add_box(space, position, velocity, obj["size"], shape_filter=shape_filter)
+
+
+def simulate(worlds: list[World], frames: int, frame_dt: float) -> list[States]:
+    """Every world's states at each frame (frame 0 = the start), in order.
+
+    Worlds with the same gravity and steps share a pymunk Space, up to `MAX_BATCH` at a time,
+    so that one Chipmunk step advances them all: each world's shapes get their own
+    collision-filter bit and never touch another world's. A body's motion depends only on its
+    own state, the space's settings and its own contacts, so a world's states are bit-for-bit
+    those it has alone (tests/datagen/test_datagen_physics.py checks it).
+    """
+    out: list[States | None] = [None] * len(worlds)
+    groups: dict[tuple[float, int], list[int]] = {}
+    for i, w in enumerate(worlds):
+        groups.setdefault((w.gravity, w.substeps), []).append(i)
+    for members in groups.values():
+        for lo in range(0, len(members), MAX_BATCH):
+            batch = members[lo : lo + MAX_BATCH]
+            for i, states in zip(batch, _run([worlds[i] for i in batch], frames, frame_dt)):
+                out[i] = states
+    return out
+
+
+_FIELDS = (
+    pymunk.batch.BodyFields.POSITION
+    | pymunk.batch.BodyFields.ANGLE
+    | pymunk.batch.BodyFields.VELOCITY
+)  # per body, in Chipmunk's order: x, y, angle, vx, vy
+
+
+def _run(worlds: list[World], frames: int, frame_dt: float) -> list[States]:
+    """Step worlds of one gravity and substep count together in one space."""
+    space = make_space(worlds[0].gravity)
+    bodies = []
+    for j, w in enumerate(worlds):
+        own = pymunk.ShapeFilter(categories=1 << j, mask=1 << j)
+        for obj, (position, velocity) in zip(w.objects, w.starts):
+            if velocity is None:
+                bodies.append(add_static_box(space, position, obj["size"], own))
+            else:
+                bodies.append(add_object(space, obj, position, velocity, own))
     space.step(0.0)  # pymunk's own checks (masses, moments) and pending additions, once
-    handle = space._space
+    # pymunk.batch reads every body's state in one C call per frame; its order (dynamic bodies,
+    # then static ones) is found once from the body ids.
+    ids = pymunk.batch.Buffer()
+    pymunk.batch.get_space_bodies(space, pymunk.batch.BodyFields.BODY_ID, ids)
+    row = {body_id: k for k, body_id in enumerate(memoryview(ids.int_buf()).cast("P"))}
+    order = np.array([row[b.id] for b in bodies])
+    states = pymunk.batch.Buffer()
+    handle, dt = space._space, frame_dt / worlds[0].substeps
     for f in range(frames):
         if f:
-            for _ in range(substeps):
+            for _ in range(worlds[0].substeps):
                 # Chipmunk's step itself: `Space.step` adds ~1.5 us of Python bookkeeping per call
-                # (locks, deferred add/remove, post-step callbacks), which we never use; that
-                # is a third of the physics time of a 320-step video.
+                # (locks, deferred add/remove, post-step callbacks), which we never use.
                 _cp.cpSpaceStep(handle, dt)
-        # Plain lists, converted once: per-element numpy stores cost more than the physics.
-        pos.append([tuple(b.position) for b in bodies])
-        vel.append([tuple(b.velocity) for b in bodies])
-        ang.append([b.angle for b in bodies])
-    return States(
-        np.array(pos, dtype=np.float32),
-        np.array(vel, dtype=np.float32),
-        np.array(ang, dtype=np.float32),
-        objects,
-    )
+        pymunk.batch.get_space_bodies(space, _FIELDS, states)  # appends this frame's rows
+    data = np.frombuffer(states.float_buf(), np.float64).reshape(frames, len(bodies), 5)
+    data = data[:, order].astype(np.float32)  # (T, bodies, 5), in the worlds' order
+    out, k = [], 0
+    for w in worlds:
+        d = data[:, k : k + len(w.objects)]
+        k += len(w.objects)
+        out.append(
+            States(
+                np.ascontiguousarray(d[..., 0:2]),
+                np.ascontiguousarray(d[..., 3:5]),
+                np.ascontiguousarray(d[..., 2]),
+                w.objects,
+            )
+        )
+    return out
 
 
 def shape_object(shape: str, colour, size: float, dynamic: bool = True, ring_ratio: float = 0.6):
@@ -128,10 +196,3 @@ def shape_object(shape: str, colour, size: float, dynamic: bool = True, ring_rat
             "dynamic": dynamic,
         }
     raise ValueError(f"unknown shape '{shape}': use circle, box or ring")
-
-
-def add_object(space, obj: dict, position, velocity) -> pymunk.Body:
-    """Add the body for an `objects` entry (rings collide as discs of their outer radius)."""
-    if obj["shape"] in ("circle", "ring"):
-        return add_ball(space, position, velocity, obj["radius"])
-    return add_box(space, position, velocity, obj["size"])

@@ -109,14 +109,16 @@ def _blend(pixels, f, i, j, colour, a):
 
 
 @njit(cache=True)
-def _paint_shape(pixels, boxes, uv, cos_a, sin_a, ex, ey, kind, paper, k, colour):
-    """Paint one circle / ring / box in every frame; returns the number of (frame, row0, row1,
-    col0, col1) rows written to `boxes`, each the smallest box around the pixels it covered.
+def _paint_shape(pixels, boxes, xy, world, cos_a, sin_a, ex, ey, kind, paper, k, colour):
+    """Paint one circle / ring / box centred at world `xy` (T, 2) in every frame; returns the
+    number of (frame, row0, row1, col0, col1) rows written to `boxes`, each the smallest box
+    around the pixels it covered.
 
-    The patch of frame f spans columns floor(u) - ex ... floor(u) + ex (rows likewise with ey);
-    the offsets of pixel centres are computed in float64 and rounded to float32, as
-    `patch_offsets` does."""
+    Its centre in pixels is (u, v) = `world_to_pixel(xy)`; the patch of frame f spans columns
+    floor(u) - ex ... floor(u) + ex (rows likewise with ey); the offsets of pixel centres are
+    computed in float64 and rounded to float32, as `patch_offsets` does."""
     _, t, h, w = pixels.shape
+    s = world / w
     # Squared reach of a disc in pixels: alpha > 0 only where d2 < reach2 (aa: (r + 0.5)^2).
     # and alpha = 1 where d2 <= full2 (aa: (r - 0.5)^2; paper: r^2 - 0.03 r^2).
     reach2 = np.float64(k[0]) if paper else np.float64(k[0]) * np.float64(k[0])
@@ -127,7 +129,7 @@ def _paint_shape(pixels, boxes, uv, cos_a, sin_a, ex, ey, kind, paper, k, colour
     colour_u8 = np.rint(colour).astype(np.uint8)  # what full coverage blends to
     n = 0
     for f in range(t):
-        u, v = uv[f, 0], uv[f, 1]
+        u, v = np.float64(xy[f, 0]) / s, (world - np.float64(xy[f, 1])) / s
         c0, r0 = np.int64(np.floor(u)) - ex, np.int64(np.floor(v)) - ey
         top, bottom, left, right = h, -1, w, -1
         for i in range(max(r0, 0), min(r0 + 2 * ey + 1, h)):
@@ -201,6 +203,17 @@ def _paint_alpha(pixels, boxes, alpha, rows0, cols0, colour):
     return n
 
 
+@njit(cache=True)
+def _whiten(pixels, boxes):
+    """Set the pixels of every (frame, row0, row1, col0, col1) box back to white."""
+    for b in range(boxes.shape[0]):
+        f, r0, r1, c0, c1 = boxes[b, 0], boxes[b, 1], boxes[b, 2], boxes[b, 3], boxes[b, 4]
+        for ch in range(3):
+            for i in range(r0, r1):
+                for j in range(c0, c1):
+                    pixels[ch, f, i, j] = 255
+
+
 def _shape_constants(obj: dict, scale: float, style: str) -> np.ndarray:
     """The float32 constants of `_coverage`, from Python floats (float64) as numpy rounds them."""
     shape = obj["shape"]
@@ -261,22 +274,30 @@ class Canvas:
         )
         self.painted.append(boxes[:n])
 
+    def clear(self) -> None:
+        """Back to all white, for the next video: only the painted boxes are rewritten."""
+        if self.painted:
+            _whiten(self.pixels, np.concatenate(self.painted))
+        self.painted = []
+
     def paint_shape(
-        self, obj: dict, uv: np.ndarray, angles: np.ndarray, scale: float, style: str
+        self, obj: dict, xy: np.ndarray, angles: np.ndarray, world_size: float, style: str
     ) -> None:
-        """Paint a circle / ring / box `obj` centred at `uv` (T, 2) pixels in every frame."""
+        """Paint a circle / ring / box `obj` centred at world `xy` (T, 2) in every frame."""
+        scale = self.pixels.shape[3] / world_size  # pixels per world unit
         ex, ey = _extent(obj, angles)
         ex, ey = int(np.ceil(ex * scale + 1.0)), int(np.ceil(ey * scale + 1.0))
         if obj["shape"] == "box":  # numpy's float32 cos / sin, as the reference renderer
             a32 = angles.astype(np.float32)
             cos_a, sin_a = np.cos(a32), np.sin(a32)
         else:
-            cos_a = sin_a = np.zeros(len(uv), dtype=np.float32)
+            cos_a = sin_a = np.zeros(len(xy), dtype=np.float32)
         boxes = self._boxes_buffer()
         n = _paint_shape(
             self.pixels,
             boxes,
-            np.ascontiguousarray(uv, dtype=np.float64),
+            np.ascontiguousarray(xy, dtype=np.float32),
+            float(world_size),
             cos_a,
             sin_a,
             ex,
@@ -319,18 +340,30 @@ def render(states: States, resolution: int, world_size: float, style: str = "aa"
     return draw(states, resolution, world_size, style).frames()
 
 
-def draw(states: States, resolution: int, world_size: float, style: str = "aa") -> Canvas:
-    """Paint every object; the `Canvas` also knows each frame's painted box (for the encoder)."""
+def draw(
+    states: States,
+    resolution: int,
+    world_size: float,
+    style: str = "aa",
+    canvas: Canvas | None = None,
+) -> Canvas:
+    """Paint every object; the `Canvas` also knows each frame's painted box (for the encoder).
+    Pass the `canvas` of an earlier video (same frames and resolution) to paint over it once
+    cleared: cheaper than a new one when its frames are no longer needed (a generator's loop)."""
     if style not in STYLES:
         raise ValueError(f"unknown render style '{style}': use one of {STYLES}")
-    canvas = Canvas(states.positions.shape[0], resolution)
+    t = states.positions.shape[0]
+    if canvas is None or canvas.pixels.shape != (3, t, resolution, resolution):
+        canvas = Canvas(t, resolution)
+    else:
+        canvas.clear()
     scale = resolution / world_size  # pixels per world unit
     for i, obj in enumerate(states.objects):
-        uv = world_to_pixel(states.positions[:, i], world_size, resolution)
         if obj["shape"] in KINDS:
-            canvas.paint_shape(obj, uv, states.angles[:, i], scale, style)
-        else:
-            if obj["shape"] not in DRAWERS:
-                import datagen.render_shapes  # noqa: F401  (registers polygon / compound drawers)
-            DRAWERS[obj["shape"]](canvas, obj, uv, states.angles[:, i], scale, style)
+            canvas.paint_shape(obj, states.positions[:, i], states.angles[:, i], world_size, style)
+            continue
+        if obj["shape"] not in DRAWERS:
+            import datagen.render_shapes  # noqa: F401  (registers polygon / compound drawers)
+        uv = world_to_pixel(states.positions[:, i], world_size, resolution)
+        DRAWERS[obj["shape"]](canvas, obj, uv, states.angles[:, i], scale, style)
     return canvas

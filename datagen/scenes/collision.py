@@ -27,16 +27,17 @@ def sample_params(spec: SceneSpec, index: int, rng: np.random.Generator) -> dict
     return p
 
 
-def simulate(params: dict, spec: SceneSpec) -> States:
+def world(params: dict, spec: SceneSpec) -> physics.World:
     """Two discs, head on; pymunk resolves the contact elastically at any speed."""
     balls = [
         physics.shape_object("circle", spec.option("colour1", physics.RED), params["r1"]),
         physics.shape_object("circle", spec.option("colour2", physics.BLUE), params["r2"]),
     ]
-    space = physics.make_space()
     y = params["y0"]
-    bodies = [
-        physics.add_object(space, balls[0], (params["x1"], y), (params["v1"], 0.0)),
-        physics.add_object(space, balls[1], (params["x2"], y), (-params["v2"], 0.0)),
-    ]
-    return physics.run(space, bodies, balls, spec.frames, spec.frame_dt, spec.substeps)
+    starts = [((params["x1"], y), (params["v1"], 0.0)), ((params["x2"], y), (-params["v2"], 0.0))]
+    return physics.World(balls, starts, substeps=spec.substeps)
+
+
+def simulate(params: dict, spec: SceneSpec) -> States:
+    """The video's states (generate batches `world`s instead)."""
+    return physics.simulate([world(params, spec)], spec.frames, spec.frame_dt)[0]

@@ -92,18 +92,17 @@ def sample_params(spec: SceneSpec, index: int, rng: np.random.Generator) -> dict
     return p
 
 
-def simulate(params: dict, spec: SceneSpec) -> States:
-    """Build the world for the scene's variant and step it at 0.01 s."""
-    space = physics.make_space()
+def world(params: dict, spec: SceneSpec) -> physics.World:
+    """The world of the scene's variant, stepped at 0.01 s."""
     w = spec.world_size
-    bodies, objects = [], []
+    starts, objects = [], []
 
     def add(obj: dict, pos, vel) -> None:
-        bodies.append(physics.add_object(space, obj, pos, vel))
+        starts.append((pos, vel))
         objects.append(obj)
 
     def add_wall(obj: dict) -> None:
-        bodies.append(physics.add_static_box(space, obj["centre"], obj["size"]))
+        starts.append((tuple(obj["centre"]), None))
         objects.append({k: v for k, v in obj.items() if k != "centre"})
 
     if spec.scene == "spatial_composition":
@@ -134,4 +133,9 @@ def simulate(params: dict, spec: SceneSpec) -> States:
             )
         if spec.option("wall", spec.option("balls", 2) == 1):
             add_wall(_wall(spec, 0.0, w))
-    return physics.run(space, bodies, objects, spec.frames, spec.frame_dt, spec.substeps)
+    return physics.World(objects, starts, substeps=spec.substeps)
+
+
+def simulate(params: dict, spec: SceneSpec) -> States:
+    """The video's states (generate batches `world`s instead)."""
+    return physics.simulate([world(params, spec)], spec.frames, spec.frame_dt)[0]

@@ -24,9 +24,13 @@ def sample_params(spec: SceneSpec, index: int, rng: np.random.Generator) -> dict
     return p
 
 
-def simulate(params: dict, spec: SceneSpec) -> States:
+def world(params: dict, spec: SceneSpec) -> physics.World:
     """Gravity needs the 0.01 s steps: semi-implicit Euler's error grows with the step."""
     obj = physics.shape_object("circle", spec.option("colour", physics.RED), params["r"])
-    space = physics.make_space(gravity=params["gravity"])
-    body = physics.add_object(space, obj, (params["x0"], params["y0"]), (params["v"], 0.0))
-    return physics.run(space, [body], [obj], spec.frames, spec.frame_dt, spec.substeps)
+    start = ((params["x0"], params["y0"]), (params["v"], 0.0))
+    return physics.World([obj], [start], params["gravity"], spec.substeps)
+
+
+def simulate(params: dict, spec: SceneSpec) -> States:
+    """The video's states (generate batches `world`s instead)."""
+    return physics.simulate([world(params, spec)], spec.frames, spec.frame_dt)[0]

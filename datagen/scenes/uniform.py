@@ -28,7 +28,7 @@ def sample_params(spec: SceneSpec, index: int, rng: np.random.Generator) -> dict
     return p
 
 
-def simulate(params: dict, spec: SceneSpec) -> States:
+def world(params: dict, spec: SceneSpec) -> physics.World:
     """Free flight. With no force and no contact one step per frame is exact, so we take one."""
     obj = physics.shape_object(
         spec.option("shape", "circle"),
@@ -39,6 +39,9 @@ def simulate(params: dict, spec: SceneSpec) -> States:
     x0, v = params["x0"], params["v"]
     if spec.option("flip", False):
         x0, v = spec.world_size - x0, -v
-    space = physics.make_space()
-    body = physics.add_object(space, obj, (x0, params["y0"]), (v, 0.0))
-    return physics.run(space, [body], [obj], spec.frames, spec.frame_dt, substeps=1)
+    return physics.World([obj], [((x0, params["y0"]), (v, 0.0))], substeps=1)
+
+
+def simulate(params: dict, spec: SceneSpec) -> States:
+    """The video's states (generate batches `world`s instead)."""
+    return physics.simulate([world(params, spec)], spec.frames, spec.frame_dt)[0]
