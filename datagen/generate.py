@@ -29,6 +29,8 @@ from datagen.scenes import States, get_scene
 from datagen.schema import encode_frames, to_json
 from phyworld import storage
 
+BATCH = 32  # videos made together (simulated in shared pymunk spaces, painted on one canvas)
+
 
 @dataclass
 class Plan:
@@ -102,7 +104,7 @@ def make_samples(plan: Plan, indices: Sequence[int]) -> list[dict[str, Any]]:
     """Samples `indices` of the dataset as MDS rows (see `datagen.schema.COLUMNS`).
 
     Scenes that describe their physics as a `world` are simulated together (`physics.simulate`:
-    one pymunk step for up to 32 videos), bit-for-bit as each would be alone."""
+    one pymunk step advances many videos), bit-for-bit as each would be alone."""
     cfg = plan.cfg
     drafts = []
     for index in indices:
@@ -222,8 +224,8 @@ def generate_parts(plan: Plan, k: int, n: int) -> dict[str, float]:
             idx = plan.part_range(p)
             writer = shards.PartWriter(root, p, idx.start, cfg.shard_size_limit)
             try:
-                for lo in range(0, len(idx), physics.MAX_BATCH):
-                    batch = idx[lo : lo + physics.MAX_BATCH]
+                for lo in range(0, len(idx), BATCH):
+                    batch = idx[lo : lo + BATCH]
                     for sample in make_samples(plan, batch):
                         writer.write(sample)
                     bar.update(len(batch))

@@ -20,7 +20,11 @@ BLUE = [0, 0, 255]
 BLACK = [0, 0, 0]
 
 
-MAX_BATCH = 32  # worlds per pymunk Space: one collision-filter bit each (cpBitmask is 32 bits)
+# Worlds of several bodies share a space `CONTACT_BATCH` at a time, each with its own
+# collision-filter bit. Their shapes overlap in space (every video happens near the centre), so
+# Chipmunk's broadphase tests every pair of them before the filter rejects it: measured fastest
+# at 4-8 worlds per space (x2.5 faster than alone per video, and than 32 together).
+CONTACT_BATCH = 8
 
 
 @dataclass
@@ -99,19 +103,22 @@ def add_object(space, obj: dict, position, velocity, shape_filter=None) -> pymun
 def simulate(worlds: list[World], frames: int, frame_dt: float) -> list[States]:
     """Every world's states at each frame (frame 0 = the start), in order.
 
-    Worlds with the same gravity and steps share a pymunk Space, up to `MAX_BATCH` at a time,
-    so that one Chipmunk step advances them all: each world's shapes get their own
-    collision-filter bit and never touch another world's. A body's motion depends only on its
-    own state, the space's settings and its own contacts, so a world's states are bit-for-bit
-    those it has alone (tests/datagen/test_datagen_physics.py checks it).
+    Worlds with the same gravity and steps share a pymunk Space, so that one Chipmunk step
+    advances them all. A one-body world has nothing to touch: its body gets no shape (and no
+    broadphase work); free flight does not depend on the mass (the force is zero), so its
+    motion is the same. Worlds of several bodies come `CONTACT_BATCH` at a time, each world's
+    shapes with their own collision-filter bit so they never touch another world's. A body's
+    motion depends only on its own state, the space's settings and its own contacts, so a
+    world's states are bit-for-bit those it has alone (tests/datagen/test_datagen_physics.py).
     """
     out: list[States | None] = [None] * len(worlds)
-    groups: dict[tuple[float, int], list[int]] = {}
+    groups: dict[tuple[float, int, bool], list[int]] = {}
     for i, w in enumerate(worlds):
-        groups.setdefault((w.gravity, w.substeps), []).append(i)
-    for members in groups.values():
-        for lo in range(0, len(members), MAX_BATCH):
-            batch = members[lo : lo + MAX_BATCH]
+        groups.setdefault((w.gravity, w.substeps, len(w.objects) > 1), []).append(i)
+    for (_, _, contacts), members in groups.items():
+        size = CONTACT_BATCH if contacts else len(members)
+        for lo in range(0, len(members), size):
+            batch = members[lo : lo + size]
             for i, states in zip(batch, _run([worlds[i] for i in batch], frames, frame_dt)):
                 out[i] = states
     return out
@@ -129,6 +136,13 @@ def _run(worlds: list[World], frames: int, frame_dt: float) -> list[States]:
     space = make_space(worlds[0].gravity)
     bodies = []
     for j, w in enumerate(worlds):
+        if len(w.objects) == 1:  # free flight: a body without a shape (see `simulate`)
+            position, velocity = w.starts[0]
+            body = pymunk.Body(1.0, 1.0)
+            body.position, body.velocity = tuple(position), tuple(velocity)
+            space.add(body)
+            bodies.append(body)
+            continue
         own = pymunk.ShapeFilter(categories=1 << j, mask=1 << j)
         for obj, (position, velocity) in zip(w.objects, w.starts):
             if velocity is None:

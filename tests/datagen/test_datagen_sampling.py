@@ -10,7 +10,7 @@ import pytest
 
 from datagen.config import DatagenConfig
 from datagen.generate import make_plan
-from datagen.sampling import grid_axis, group_specs, params_at, union_points
+from datagen.sampling import grid_axis, group_specs, params_at, union_point, union_points
 from phyworld.config import ConfigError, load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "data"
@@ -28,6 +28,19 @@ def test_grid_axis_spreads_by_measure_over_a_union():
     pts = union_points([[0.0, 0.8], [4.5, 6.0]], u)
     assert not ((pts > 0.8) & (pts < 4.5)).any()
     assert ((pts >= 4.5).mean()) == pytest.approx(1.5 / 2.3, abs=0.02)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 9])
+def test_scalar_union_point_is_bit_identical_to_the_array_version(n):
+    # Random draws use the scalar path; a different float would be a different dataset.
+    rng = np.random.default_rng(n)
+    for _ in range(300):
+        edges = np.sort(rng.uniform(0.0, 10.0, 2 * n)).tolist()
+        intervals = [edges[2 * i : 2 * i + 2] for i in range(n)]
+        if rng.random() < 0.1:  # points only
+            intervals = [[lo, lo] for lo, _ in intervals]
+        for u in [*rng.random(3).tolist(), 0.0, 1.0]:
+            assert union_point(intervals, u) == union_points(intervals, np.array([u]))[0]
 
 
 def test_grid_exclude_removes_a_square_of_v1_v2():
