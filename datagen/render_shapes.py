@@ -1,11 +1,12 @@
 """Filled circles and convex polygons, drawn only where they are.
 
 A video is the background (white plus everything static, drawn once) copied into each frame,
-with the moving objects drawn on top. An object is drawn row by row: for each pixel row its
-bounding box touches, the span of pixel centres inside the shape is found from the shape's
-geometry (a chord of the circle, the two edge crossings of the convex polygon), and only that
-span is written. Nothing is computed for the rest of the frame, so the cost grows with the
-objects' area, not the image size.
+with the moving objects drawn on top. An object is drawn row by row: for each pixel row it
+touches, the span of pixel centres inside the shape is found from the shape's geometry (a chord
+of the circle, the two edge crossings of the convex polygon), and only that span is written.
+Nothing is computed for the rest of the frame, so the cost grows with the objects' area, not
+the image size. All rows of all pieces of all same-colour bodies in all frames are one flat
+list of spans, written with one scatter per colour channel.
 
 Hard edges: a pixel takes an object's colour when its centre lies inside the object, the PHYRE
 convention, so every pixel holds exactly one palette colour and eval can segment by colour.
@@ -25,6 +26,10 @@ import numpy as np
 
 from datagen.render import DRAWERS, patch_offsets, world_to_pixel
 
+# Spans of pixels to fill, one per (item, pixel row), as flat int64 arrays of equal length:
+# frame, row, first and last column (inclusive; last < first for an empty span).
+Spans = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
 
 @dataclass(frozen=True)
 class Body:
@@ -39,30 +44,79 @@ class Body:
     colour: tuple[int, int, int]
 
 
-def _fill_spans(
-    planes: np.ndarray, frame: np.ndarray, j0: np.ndarray, lo: np.ndarray, hi: np.ndarray, colour
-) -> None:
-    """Fill, for each item k, in frame frame[k] and row j0[k] + r, the pixels
-    lo[k, r] <= i <= hi[k, r] (inclusive).
+def _rows(top: np.ndarray, count: np.ndarray, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Item k covers rows top[k] .. top[k] + count[k] - 1: (item, row) of each of those rows
+    that lies in the image [0, height), flat, item after item."""
+    first = np.clip(top, 0, height)
+    n = np.clip(top + count, 0, height) - first
+    n = np.maximum(n, 0)
+    item = np.repeat(np.arange(len(top)), n)
+    row = np.repeat(first - (np.cumsum(n) - n), n) + np.arange(len(item))
+    return item, row
 
-    `planes` is a channel-planar (T, 3, H, W) stack. All items at once: the spans become one
-    list of flat pixel indices, written with one assignment per colour channel.
+
+def circle_spans(centres: np.ndarray, radii: np.ndarray, frame: np.ndarray, height: int) -> Spans:
+    """Spans of the pixels whose centres lie within radii[k] of centres[k] (pixel units), in
+    frame frame[k]: a chord per row."""
+    cu, cv = centres[:, 0], centres[:, 1]
+    top = np.ceil(cv - radii - 0.5).astype(np.int64)  # the first row whose centre can be inside
+    item, row = _rows(top, np.ceil(2 * radii).astype(np.int64) + 1, height)
+    r, cu = radii[item], cu[item]
+    dv = row + 0.5 - cv[item]  # row centre to circle centre
+    inside = dv * dv <= r * r
+    half = np.sqrt(np.maximum(r * r - dv * dv, 0.0))  # half chord
+    lo = np.ceil(cu - half - 0.5).astype(np.int64)
+    hi = np.where(inside, np.floor(cu + half - 0.5), lo - 1).astype(np.int64)
+    return frame[item], row, lo, hi
+
+
+def polygon_spans(uv: np.ndarray, frame: np.ndarray, height: int) -> Spans:
+    """Spans of the pixels whose centres lie inside the convex polygon uv[k] ((K, n, 2) vertices
+    in pixel units, in order, either winding), in frame frame[k]: on each row, from the leftmost
+    to the rightmost point where the row's centre line crosses an edge."""
+    v_min, v_max = uv[:, :, 1].min(axis=1), uv[:, :, 1].max(axis=1)
+    top = np.ceil(v_min - 0.5).astype(np.int64)
+    item, row = _rows(top, np.floor(v_max - 0.5).astype(np.int64) - top + 1, height)
+    v = row + 0.5  # row centres
+    left = np.full(len(item), np.inf)
+    right = np.full(len(item), -np.inf)
+    p, q = uv, np.roll(uv, -1, axis=1)  # edges p -> q, (K, n, 2)
+    # Per edge, contiguous (n, K) rows: gathering 1-D arrays by item is the fast numpy path.
+    pu, pv = p[..., 0].T.copy(), p[..., 1].T.copy()
+    du, dv = (q[..., 0] - p[..., 0]).T.copy(), (q[..., 1] - p[..., 1]).T.copy()
+    for e in range(uv.shape[1]):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = (v - pv[e].take(item)) / dv[e].take(item)  # where the row meets the edge
+        u = pu[e].take(item) + t * du[e].take(item)
+        u[(t < 0.0) | ~(t <= 1.0)] = np.nan  # missed (also horizontal edges: t is inf or nan)
+        np.fmin(left, u, out=left)  # fmin / fmax skip nan
+        np.fmax(right, u, out=right)
+    ok = np.isfinite(left)
+    lo = np.where(ok, np.ceil(left - 0.5), 1).astype(np.int64)
+    hi = np.where(ok, np.floor(right - 0.5), 0).astype(np.int64)
+    return frame[item], row, lo, hi
+
+
+def fill_spans(planes: np.ndarray, spans: Spans, colour) -> None:
+    """Write `colour` into the spans' pixels of the channel-planar, C-contiguous (T, 3, H, W)
+    uint8 `planes`.
+
+    The spans become one list of flat pixel indices (int64: numpy would convert narrower ones),
+    written with one assignment per colour channel.
     """
+    if not planes.flags.c_contiguous:  # a flat view must reach the pixels themselves
+        raise ValueError("planes must be C-contiguous (T, 3, H, W): np.ascontiguousarray them")
+    frame, row, lo, hi = spans
     _, _, height, width = planes.shape
     plane = height * width
-    rows = j0[:, None] + np.arange(lo.shape[1])  # (K, R)
     lo = np.maximum(lo, 0)
-    hi = np.minimum(hi, width - 1)
-    counts = np.where((rows >= 0) & (rows < height), hi - lo + 1, 0).clip(min=0).ravel()
+    counts = np.maximum(np.minimum(hi, width - 1) - lo + 1, 0)
     total = int(counts.sum())
     if total == 0:
         return
-    starts = (frame[:, None] * 3 * plane + rows * width + lo).ravel()
-    run_begin = np.cumsum(counts) - counts  # where each span starts in the flat list
-    # int32 indices (a video is far below 2^31 bytes) halve the memory traffic.
-    index = np.int32 if planes.size < 2**31 else np.int64
-    flat = np.repeat((starts - run_begin).astype(index), counts)
-    flat += np.arange(total, dtype=index)  # red-plane indices
+    starts = frame * (3 * plane) + row * width + lo
+    flat = np.repeat(starts - (np.cumsum(counts) - counts), counts)
+    flat += np.arange(total)  # red-plane indices
     pixels = planes.reshape(-1)
     for c in range(3):
         pixels[flat] = colour[c]
@@ -74,46 +128,13 @@ def fill_circles(
 ) -> None:
     """Fill, for each item k, in frame frame[k], the pixels whose centres lie within radii[k] of
     centres[k] (pixel units)."""
-    if len(centres) == 0:
-        return
-    cu, cv, r = centres[:, 0, None], centres[:, 1, None], radii[:, None]
-    j0 = np.ceil(cv - r - 0.5).astype(np.int64)  # first row whose centre can be inside
-    rows = int(np.ceil(2 * radii.max())) + 1
-    dv = j0 + np.arange(rows) + 0.5 - cv  # (K, R) row centre to circle centre
-    inside = dv * dv <= r * r
-    half = np.sqrt(np.maximum(r * r - dv * dv, 0.0))  # half chord on each row
-    lo = np.ceil(cu - half - 0.5).astype(np.int64)
-    hi = np.where(inside, np.floor(cu + half - 0.5), lo - 1).astype(np.int64)
-    _fill_spans(planes, frame, j0[:, 0], lo, hi, colour)
+    fill_spans(planes, circle_spans(centres, radii, frame, planes.shape[2]), colour)
 
 
 def fill_convex_polygons(planes: np.ndarray, uv: np.ndarray, frame: np.ndarray, colour) -> None:
     """Fill, for each item k, in frame frame[k], the pixels whose centres lie inside the convex
-    polygon uv[k].
-
-    uv: (K, n, 2) vertices in pixel units, in order (either winding). A row's span runs between
-    the leftmost and rightmost points where the row's centre line crosses an edge.
-    """
-    if len(uv) == 0:
-        return
-    v_min, v_max = uv[:, :, 1].min(axis=1), uv[:, :, 1].max(axis=1)
-    j0 = np.ceil(v_min - 0.5).astype(np.int64)
-    rows = max(int((np.floor(v_max - 0.5) - j0).max()) + 1, 0)
-    if rows == 0:
-        return
-    v = j0[:, None] + np.arange(rows) + 0.5  # (K, R) row centres
-    p, q = uv, np.roll(uv, -1, axis=1)  # edges p -> q, (K, n, 2)
-    dv = (q[..., 1] - p[..., 1])[..., None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = (v[:, None, :] - p[..., 1, None]) / dv  # (K, n, R): where each row meets each edge
-    hit = (t >= 0.0) & (t <= 1.0)  # false for horizontal edges (t is inf or nan)
-    u = p[..., 0, None] + t * (q[..., 0] - p[..., 0])[..., None]
-    left = np.where(hit, u, np.inf).min(axis=1)
-    right = np.where(hit, u, -np.inf).max(axis=1)
-    ok = np.isfinite(left)
-    lo = np.where(ok, np.ceil(left - 0.5), 1).astype(np.int64)
-    hi = np.where(ok, np.floor(right - 0.5), 0).astype(np.int64)
-    _fill_spans(planes, frame, j0, lo, hi, colour)
+    polygon uv[k] ((K, n, 2) vertices in pixel units, in order, either winding)."""
+    fill_spans(planes, polygon_spans(uv, frame, planes.shape[2]), colour)
 
 
 def _posed(local: np.ndarray, pose: np.ndarray) -> np.ndarray:
@@ -128,9 +149,9 @@ def _draw(planes: np.ndarray, bodies: list[Body], poses: list[np.ndarray], world
     """Draw bodies of one colour at their poses (each (T, 3)) into planes (T, 3, H, W).
 
     One colour, so their order among themselves does not matter: every piece of every body in
-    every frame is one item of a single batched fill per shape kind (and polygon size).
+    every frame adds its rows to one list of spans (polygons batched by vertex count).
     """
-    resolution = planes.shape[3]
+    height, resolution = planes.shape[2], planes.shape[3]
     frames = np.arange(planes.shape[0])
     centres, radii, polys = [], [], {}
     for body, pose in zip(bodies, poses):
@@ -139,18 +160,15 @@ def _draw(planes: np.ndarray, bodies: list[Body], poses: list[np.ndarray], world
             radii.append(np.full(len(pose), row[2]))
         for poly in body.polygons:
             polys.setdefault(len(poly), []).append(_posed(poly, pose))  # (T, n, 2)
-    colour = [int(c) for c in bodies[0].colour]
+    spans = []
     if centres:
-        fill_circles(
-            planes,
-            world_to_pixel(np.concatenate(centres), world_size, resolution),
-            np.concatenate(radii) * resolution / world_size,
-            np.tile(frames, len(centres)),
-            colour,
-        )
+        uv = world_to_pixel(np.concatenate(centres), world_size, resolution)
+        r = np.concatenate(radii) * resolution / world_size
+        spans.append(circle_spans(uv, r, np.tile(frames, len(centres)), height))
     for group in polys.values():
         uv = world_to_pixel(np.concatenate(group), world_size, resolution)
-        fill_convex_polygons(planes, uv, np.tile(frames, len(group)), colour)
+        spans.append(polygon_spans(uv, np.tile(frames, len(group)), height))
+    fill_spans(planes, tuple(np.concatenate(part) for part in zip(*spans)), bodies[0].colour)
 
 
 def _runs(bodies: list[Body], keep: np.ndarray) -> list[list[int]]:
@@ -170,22 +188,34 @@ def render_video(
     dynamic: np.ndarray,
     world_size: float,
     resolution: int,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Frames (T, H, W, 3) uint8 of `bodies` at `poses` (T, N, 3: x, y, angle in world units).
 
     Static bodies (`dynamic[k]` false) are drawn once, at their first pose, into the background;
     later bodies in the list are drawn over earlier ones. The result is a view of channel-planar
-    (T, 3, H, W) memory, the layout `datagen.schema.encode_frames` stores without a copy.
+    (T, 3, H, W) memory, the layout `datagen.schema.encode_frames` stores without a copy: `out`,
+    if given (a C-contiguous (T, 3, H, W) uint8 array, overwritten), else a new array. Reusing
+    one `out` for video after video saves the page faults of a fresh 6 MB array (256 x 256 x
+    32), more than the drawing costs.
     """
+    shape = (poses.shape[0], 3, resolution, resolution)
+    if out is None:
+        out = np.empty(shape, dtype=np.uint8)
+    elif out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
+        raise ValueError(
+            f"out must be a C-contiguous {shape} uint8 array (frames, RGB, rows, columns), got "
+            f"{out.shape} {out.dtype}: allocate it with np.empty({shape}, np.uint8)"
+        )
     dynamic = np.asarray(dynamic, dtype=bool)
-    background = np.full((1, 3, resolution, resolution), 255, dtype=np.uint8)
-    for run in _runs(bodies, ~dynamic):
-        _draw(background, [bodies[k] for k in run], [poses[:1, k] for k in run], world_size)
-    planes = np.empty((poses.shape[0], 3, resolution, resolution), dtype=np.uint8)
-    planes[:] = background
+    if len(out):
+        out[0] = 255
+        for run in _runs(bodies, ~dynamic):  # the background, in frame 0 ...
+            _draw(out[:1], [bodies[k] for k in run], [poses[:1, k] for k in run], world_size)
+        out[1:] = out[0]  # ... copied into the others
     for run in _runs(bodies, dynamic):
-        _draw(planes, [bodies[k] for k in run], [poses[:, k] for k in run], world_size)
-    return planes.transpose(0, 2, 3, 1)
+        _draw(out, [bodies[k] for k in run], [poses[:, k] for k in run], world_size)
+    return out.transpose(0, 2, 3, 1)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -826,8 +826,15 @@ def render_bodies(objects: list[dict]) -> list[Body]:
     return bodies
 
 
-def render(states: States, world_size: float, resolution: int) -> np.ndarray:
-    """Frames (T, H, W, 3) uint8: hard-edged filled shapes on white, static ones drawn once."""
+def render(
+    states: States, world_size: float, resolution: int, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Frames (T, H, W, 3) uint8: hard-edged filled shapes on white, static ones drawn once.
+
+    `out`: a (T, 3, H, W) uint8 buffer to draw into, reused from video to video (see
+    `datagen.render_shapes.render_video`); the frames are a view of it.
+    """
     poses = np.concatenate([states.positions, states.angles[..., None]], axis=-1).astype(np.float64)
     dynamic = np.array([d["dynamic"] for d in states.objects])
-    return render_video(render_bodies(states.objects), poses, dynamic, world_size, resolution)
+    bodies = render_bodies(states.objects)
+    return render_video(bodies, poses, dynamic, world_size, resolution, out)

@@ -136,3 +136,21 @@ def test_one_batch_equals_one_call_per_item():
         fill_convex_polygons(single, quads[k : k + 1], frame[k : k + 1], (1, 2, 3))
     np.testing.assert_array_equal(batched, single)
     assert (batched != 255).any()
+
+
+def test_reused_buffer_gives_the_same_frames():
+    square = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+    bodies = [
+        Body(np.array([[0.0, 0.0, 1.5]]), (), (0, 0, 0)),  # static
+        Body(np.zeros((0, 3)), (square,), (185, 202, 210)),
+    ]
+    rng = np.random.default_rng(4)
+    out = np.zeros((3, 3, H, W), dtype=np.uint8)  # garbage from an earlier video
+    for _ in range(2):
+        poses = np.concatenate([rng.uniform(2, 10, (3, 2, 2)), rng.uniform(0, 3, (3, 2, 1))], -1)
+        fresh = render_video(bodies, poses, np.array([False, True]), 12.0, W)
+        reused = render_video(bodies, poses, np.array([False, True]), 12.0, W, out)
+        np.testing.assert_array_equal(reused, fresh)
+        assert np.shares_memory(reused, out) and (fresh != 255).any()
+    with pytest.raises(ValueError, match=r"out must be a C-contiguous \(3, 3, 48, 48\) uint8"):
+        render_video(bodies, poses, np.array([False, True]), 12.0, W, out[:, :, :, :8])
