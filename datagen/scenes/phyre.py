@@ -104,26 +104,9 @@ class Obj:
             geo = self._geometry = Geometry(self)
         return geo
 
-    def points(self) -> np.ndarray:
-        """World-frame extreme points (m, 2): polygon vertices and circle bounding corners."""
-        c, s = math.cos(self.angle), math.sin(self.angle)
-        rot = np.array([[c, -s], [s, c]])
-        pts = [p @ rot.T for p in self.polygons]
-        for cx, cy, r in self.circles:
-            centre = rot @ (cx, cy)
-            pts.append(centre + np.array([[-r, -r], [r, r]]))
-        return np.concatenate(pts) + np.array([self.x, self.y])
-
     def bounds(self) -> tuple[float, float, float, float]:
         """left, bottom, right, top of the axis-aligned bounding box."""
-        if not self.polygons and len(self.circles) == 1:  # a ball: the hot path of placement
-            cx, cy, r = self.circles[0]
-            c, s = math.cos(self.angle), math.sin(self.angle)
-            x, y = self.x + c * cx - s * cy, self.y + s * cx + c * cy
-            return x - r, y - r, x + r, y + r
-        p = self.points()
-        lo, hi = p.min(axis=0), p.max(axis=0)
-        return lo[0], lo[1], hi[0], hi[1]
+        return self.geometry().box
 
     def describe(self) -> dict:
         """The `objects` column entry (geometry in the body frame, world units)."""
@@ -146,21 +129,23 @@ def _box(w: float, h: float) -> np.ndarray:
     return np.array([[-w / 2, -h / 2], [w / 2, -h / 2], [w / 2, h / 2], [-w / 2, h / 2]])
 
 
-def _area_centroid(poly: np.ndarray) -> tuple[float, np.ndarray]:
-    x, y = poly[:, 0], poly[:, 1]
-    cross = x * np.roll(y, -1) - np.roll(x, -1) * y
-    area = cross.sum() / 2
-    cx = ((x + np.roll(x, -1)) * cross).sum() / (6 * area)
-    cy = ((y + np.roll(y, -1)) * cross).sum() / (6 * area)
-    return area, np.array([cx, cy])
+def _area_centroid(poly: list[Point]) -> tuple[float, float, float]:
+    """Area and centroid x, y of a counter-clockwise polygon (the shoelace formulas)."""
+    area = cx = cy = 0.0
+    for (x0, y0), (x1, y1) in zip(poly, poly[1:] + poly[:1]):
+        cross = x0 * y1 - x1 * y0
+        area += cross
+        cx += (x0 + x1) * cross
+        cy += (y0 + y1) * cross
+    return area / 2, cx / (3 * area), cy / (3 * area)
 
 
-def _recentred(polygons: list[np.ndarray]) -> list[np.ndarray]:
+def _recentred(polygons: list[list[Point]]) -> list[np.ndarray]:
     """Shift pieces so the origin is the centre of mass (pieces' masses add, as in Box2D)."""
     parts = [_area_centroid(p) for p in polygons]
-    total = sum(a for a, _ in parts)
-    com = sum(a * c for a, c in parts) / total
-    return [p - com for p in polygons]
+    total = sum(a for a, _, _ in parts)
+    mx, my = sum(a * x for a, x, _ in parts) / total, sum(a * y for a, _, y in parts) / total
+    return [np.array([(x - mx, y - my) for x, y in p]) for p in polygons]
 
 
 def ball(kind: str, radius: float, dynamic: bool, colour) -> Obj:
@@ -192,28 +177,25 @@ def jar(height: float, scene: float) -> Obj:
     hyp = math.hypot(height, base)
     cos, sin = base / hyp, height / hyp
     t2 = thickness / 2
-    plate = _box(base_width, thickness)
-    left = np.array(
-        [
-            [-width / 2, height - t2],
-            [-base_width / 2, -t2],
-            [-base_width / 2 + thickness * sin, thickness * cos - t2],
-            [-width / 2 + thickness / sin, height - t2],
-        ]
-    )
-    right = left * (-1, 1)  # the mirror image, reversed to stay counter-clockwise
-    return Obj("dynamic_jar", True, GRAY, np.zeros((0, 3)), _recentred([plate, left, right[::-1]]))
+    plate = [(x, y) for x, y in _box(base_width, thickness).tolist()]
+    left = [
+        (-width / 2, height - t2),
+        (-base_width / 2, -t2),
+        (-base_width / 2 + thickness * sin, thickness * cos - t2),
+        (-width / 2 + thickness / sin, height - t2),
+    ]
+    right = [(-x, y) for x, y in reversed(left)]  # the mirror image, counter-clockwise
+    return Obj("dynamic_jar", True, GRAY, np.zeros((0, 3)), _recentred([plate, left, right]))
 
 
 def sticks(width: float, scene: float) -> Obj:
     """PHYRE's standing sticks: two bars crossed at their centres, tilted +-77.5 degrees."""
     thickness = THICKNESS * scene
-    piece = _box(2 * width / 3, 2 * thickness / 3)
+    piece = _box(2 * width / 3, 2 * thickness / 3).tolist()
     polys = []
     for deg in (-77.5, 77.5):
-        a = math.radians(deg)
-        rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-        polys.append(piece @ rot.T)
+        c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
+        polys.append(np.array([(c * x - s * y, s * x + c * y) for x, y in piece]))
     return Obj("standing_sticks", True, GRAY, np.zeros((0, 3)), polys)  # symmetric: COM at 0
 
 

@@ -244,5 +244,31 @@ def test_chipmunk_c_api_world_equals_pymunk_world(template):
 
 def test_dynamic_body_without_area_is_refused():
     flat = phyre.Obj("dynamic_bar", True, phyre.GRAY, np.zeros((0, 3)), [np.zeros((4, 2))])
-    with pytest.raises(ValueError, match="dynamic_bar.*no mass"):
+    with pytest.raises(ValueError, match=r"dynamic_bar.*no mass"):
         phyre.simulate_objects([flat], W, 2, SUBSTEPS, FRAME_DT)
+
+
+# Placements of two videos of the default spec, pinned (metres, radians, to 1e-6): a change in how
+# objects are drawn or tested for overlap changes them.
+PINNED = {
+    7: [("static_balls", 34.133333, 46.933333, 0.0), ("static_balls", 40.591385, 38.824908, 0.0),
+        ("static_balls", 54.459005, 33.025685, 0.0), ("static_balls", 60.278663, 33.645179, 0.0),
+        ("static_balls", 68.551754, 39.405039, 0.0), ("static_balls", 61.954476, 33.559254, 0.0),
+        ("dynamic_ball_2", 34.236986, 76.860612, 0.0), ("dynamic_jar", 32.150910, 6.587900, 0.0),
+        ("standing_sticks", 42.836755, 25.367533, -1.522365),
+        ("user_ball", 70.554222, 16.832382, 0.0)],
+    64: [("static_balls", 34.133333, 46.933333, 0.0), ("static_balls", 18.375688, 40.897131, 0.0),
+         ("static_balls", 12.421325, 37.829523, 0.0), ("static_balls", 5.876904, 33.489030, 0.0),
+         ("static_balls", 25.011917, 28.935267, 0.0), ("static_bar", 19.762277, 13.602145, -0.309487),
+         ("dynamic_ball_1", 34.720921, 70.630019, 0.0),
+         ("standing_bars", 32.628168, 8.533333, 1.570796),
+         ("standing_bars", 45.428168, 10.666667, 1.570796), ("user_ball", 12.841697, 45.148699, 0.0)],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("index", sorted(PINNED))
+def test_placements_are_pinned(index):
+    params = phyre.sample_params(spec(), index, np.random.default_rng([0, index]))
+    got = [(o["type"], o["x"], o["y"], o["angle"]) for o in params["objects"]]
+    assert [g[0] for g in got] == [p[0] for p in PINNED[index]]
+    np.testing.assert_allclose([g[1:] for g in got], [p[1:] for p in PINNED[index]], atol=1e-6)
