@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 from streaming import MDSWriter
+from streaming.base.format.mds.encodings import _get_coder
 from streaming.base.format.mds.reader import MDSReader
 
 from datagen.schema import COLUMNS
@@ -73,10 +74,19 @@ class PartWriter:
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{part_name(k)}.tmp", dir=base))
         self.mds = self.tmp / "mds"
         self.writer = MDSWriter(out=str(self.mds), columns=COLUMNS, size_limit=size_limit)
+        # MDS builds a new coder for every value it encodes; ours are built once. Values that
+        # are bytes already (frames, JSON) pass through untouched, as MDS passes them.
+        self.coders = {key: _get_coder(encoding) for key, encoding in COLUMNS.items()}
         self.count = 0
 
     def write(self, sample: dict[str, Any]) -> None:
-        self.writer.write(sample)
+        self.writer.write(
+            {
+                key: value if isinstance(value, bytes) else self.coders[key].encode(value)
+                for key, value in sample.items()
+                if key in self.coders
+            }
+        )
         self.count += 1
 
     def publish(self) -> dict[str, Any]:

@@ -166,6 +166,26 @@ def test_a_batch_of_samples_equals_each_sample_alone(name):
             np.testing.assert_array_equal(row[key], value, err_msg=f"{name} {i} {key}")
 
 
+def test_part_writer_writes_the_bytes_mds_writes(tmp_path):
+    # PartWriter encodes the columns itself (once-built coders): the shards must not change.
+    from streaming import MDSWriter
+
+    from datagen.schema import COLUMNS
+    from datagen.shards import PartWriter
+
+    plan = make_plan(cfg_of("output=unused"))
+    samples = make_samples(plan, [0, 7, 2999])
+    writer = PartWriter(str(tmp_path / "ours"), 0, 0, 1 << 20)
+    with MDSWriter(out=str(tmp_path / "mds"), columns=COLUMNS, size_limit=1 << 20) as mds:
+        for sample in samples:
+            writer.write(sample)
+            mds.write(sample)
+    writer.publish()
+    ours = tmp_path / "ours" / "parts" / "part_00000"
+    for shard in sorted((tmp_path / "mds").iterdir()):
+        assert (ours / shard.name).read_bytes() == shard.read_bytes(), shard.name
+
+
 def test_merge_names_missing_parts(tmp_path):
     out = str(tmp_path / "u")
     args = ["grid.v=5", "grid.r=3", "part_size=4"]
