@@ -11,8 +11,11 @@ rendering or storage:
         Runs the physics and returns per-frame states (frame k at time k * cfg.frame_dt).
 
 and optionally `validate(cfg: SceneSpec) -> None` (raise `DatagenConfigError` on bad settings,
-called once before anything is written) and `count(cfg: SceneSpec) -> int | None` (the number of
-samples when the scene, not the generic grid/random sampler, decides it).
+called once before anything is written), `count(cfg: SceneSpec) -> int | None` (the number of
+samples when the scene, not the generic grid/random sampler, decides it) and
+`world(params: dict, cfg: SceneSpec) -> datagen.physics.World` (the pymunk world as data: the
+generator then simulates many videos per pymunk space, `datagen.physics.simulate`, bit-for-bit
+as `simulate` would one by one).
 
 `SCENES` maps a config's `scene:` name to the module that implements it; modules are imported on
 first use so a scene's dependencies cost nothing to the others.
