@@ -616,27 +616,9 @@ class Trajectory:
 
 
 def _state(body) -> tuple[float, float, float, float, float, float]:
-    """x, y, angle, vx, vy, angular velocity of a Chipmunk body; a sleeping body is at rest
-    (Box2D zeroes a body's velocity when it falls asleep; Chipmunk keeps the last, unused)."""
-    p = cp.cpBodyGetPosition(body)
-    if cp.cpBodyIsSleeping(body):
-        return p.x, p.y, cp.cpBodyGetAngle(body), 0.0, 0.0, 0.0
-    v = cp.cpBodyGetVelocity(body)
+    """x, y, angle, vx, vy, angular velocity of a Chipmunk body."""
+    p, v = cp.cpBodyGetPosition(body), cp.cpBodyGetVelocity(body)
     return p.x, p.y, cp.cpBodyGetAngle(body), v.x, v.y, cp.cpBodyGetAngularVelocity(body)
-
-
-def _damp(body, factor: float) -> bool:
-    """Apply angular damping to a moving body; False if the body sleeps.
-
-    Any velocity write resets Chipmunk's sleep timer, so a body whose kinetic energy is below
-    Chipmunk's rest threshold (m * SLEEP_SPEED^2) is left alone: its spin is too slow for the
-    damping to matter, and it may fall asleep as Box2D's would (otherwise nothing ever sleeps).
-    """
-    if cp.cpBodyIsSleeping(body):
-        return False
-    if cp.cpBodyKineticEnergy(body) > cp.cpBodyGetMass(body) * SLEEP_SPEED**2:
-        cp.cpBodySetAngularVelocity(body, cp.cpBodyGetAngularVelocity(body) * factor)
-    return True
 
 
 def simulate_objects(
@@ -644,8 +626,9 @@ def simulate_objects(
 ) -> Trajectory:
     """Run the scene from rest; frame k is the state after k * substeps steps of frame_dt/substeps.
 
-    Bodies at rest fall asleep (after SLEEP_TIME below SLEEP_SPEED, as in Box2D); once every one
-    sleeps nothing can move again, and the remaining frames repeat the last without stepping.
+    Bodies at rest fall asleep (after SLEEP_TIME below SLEEP_SPEED, as in Box2D) and are recorded
+    at rest (Box2D zeroes a sleeping body's velocity; Chipmunk keeps the last, unused); once every
+    one sleeps nothing can move again, and the remaining frames repeat the last without stepping.
     """
     dt = frame_dt / substeps
     # Box2D's per-step angular damping, compounded over a frame.
@@ -654,21 +637,37 @@ def simulate_objects(
     with _chipmunk_space(objs, w) as (space, bodies):
         first = [_state(b) for b in bodies]  # static bodies keep it: recorded once
         moving = [b for b, d in zip(bodies, dynamic) if d]
-        rows = []  # per frame after the first, the moving bodies' states
+        # Chipmunk's rest threshold: kinetic energy below m * SLEEP_SPEED^2 counts as at rest.
+        rest = [cp.cpBodyGetMass(b) * SLEEP_SPEED**2 for b in moving]
+        rows = []  # the moving bodies' states, frame after frame from frame 1
         for _ in range(1, frames):
             for _ in range(substeps):
                 cp.cpSpaceStep(space, dt)
-            awake = [_damp(b, damping) for b in moving]
-            rows.append([_state(b) for b in moving])
-            if not any(awake):
+            awake = False
+            for b, rest_energy in zip(moving, rest):
+                p = cp.cpBodyGetPosition(b)
+                if cp.cpBodyIsSleeping(b):
+                    rows.append((p.x, p.y, cp.cpBodyGetAngle(b), 0.0, 0.0, 0.0))
+                    continue
+                awake = True
+                spin = cp.cpBodyGetAngularVelocity(b)
+                # Damp moving bodies only: any velocity write restarts Chipmunk's sleep timer, so
+                # damping a body at rest (too slow for it to matter) would keep it awake forever.
+                if cp.cpBodyKineticEnergy(b) > rest_energy:
+                    spin *= damping
+                    cp.cpBodySetAngularVelocity(b, spin)
+                v = cp.cpBodyGetVelocity(b)
+                rows.append((p.x, p.y, cp.cpBodyGetAngle(b), v.x, v.y, spin))
+            if not awake:
                 break
         mass = np.array([cp.cpBodyGetMass(b) if d else np.inf for b, d in zip(bodies, dynamic)])
         moment = np.array([cp.cpBodyGetMoment(b) if d else np.inf for b, d in zip(bodies, dynamic)])
     out = np.zeros((frames, len(objs), 6))
     out[:, :, :3] = np.array(first).reshape(1, len(objs), 6)[:, :, :3]
-    if moving and rows:
-        out[1 : 1 + len(rows), dynamic] = rows
-        out[1 + len(rows) :, dynamic] = rows[-1]  # all asleep: nothing moves any more
+    if rows:
+        done = len(rows) // len(moving)  # frames simulated after the first
+        out[1 : 1 + done, dynamic] = np.array(rows).reshape(done, len(moving), 6)
+        out[1 + done :, dynamic] = out[done, dynamic]  # all asleep: nothing moves any more
     return Trajectory(
         positions=out[:, :, 0:2],
         velocities=out[:, :, 3:5],
