@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import zstandard
+from numba import njit
 from streaming.base.format.mds import encodings as mds_encodings
 
 MAGIC = b"PWV4"
@@ -155,53 +156,115 @@ def found_boxes(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return boxes, keep
 
 
-def _checked_boxes(boxes: Any, t: int, h: int, w: int) -> np.ndarray:
-    """Given boxes as a (K, 5) int64 copy, or a ValueError naming what is wrong."""
-    boxes = np.asarray(boxes)
-    if boxes.size == 0:
-        return np.zeros((0, 5), dtype=np.int64)
-    if boxes.ndim != 2 or boxes.shape[1] != 5 or boxes.dtype.kind not in "iu":
-        raise ValueError(
-            f"boxes must be (K, 5) integers frame, row0, row1, col0, col1, got {boxes.shape} "
-            f"{boxes.dtype}"
-        )
-    boxes = boxes.astype(np.int64)
-    f0, r0, _, c0, _ = boxes.min(axis=0).tolist()
-    f1, _, r1, _, c1 = boxes.max(axis=0).tolist()
-    if (
-        min(f0, r0, c0) < 0
-        or f1 >= t
-        or r1 > h
-        or c1 > w
-        or (boxes[:, 2::2] < boxes[:, 1::2]).any()
-    ):
-        f, r0, r1, c0, c1 = boxes.T
-        bad = (f < 0) | (f >= t) | (r0 < 0) | (r1 < r0) | (r1 > h) | (c0 < 0) | (c1 < c0) | (c1 > w)
-        raise ValueError(
-            f"box {boxes[bad][0].tolist()} (frame, row0, row1, col0, col1) is empty-sided or "
-            f"lies outside the {t} frames of {h} x {w} pixels: pass boxes within the frames, "
-            "or boxes=None"
-        )
-    return boxes
+# ----------------------------------------------------------------------------------------------
+# Compiled kernels: the table of boxes (K, 5) int64 frame, row0, height, col0, width, and the
+# stored pixels (3, N): for each run of consecutive boxes of one height h, per channel, h rows
+# of the crops side by side (row s of every box of the run, box after box), rows folded.
+# ----------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _table(boxes, t, h, w):
+    """Boxes (K, 5) frame, row0, row1, col0, col1 -> heights and widths in place; returns the
+    pixel count N, or -1 - i where box i is not inside the frames."""
+    n = 0
+    for i in range(boxes.shape[0]):
+        f, r0, r1, c0, c1 = boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3], boxes[i, 4]
+        if not (0 <= f < t and 0 <= r0 <= r1 <= h and 0 <= c0 <= c1 <= w):
+            return -1 - i
+        boxes[i, 2], boxes[i, 4] = r1 - r0, c1 - c0
+        n += (r1 - r0) * (c1 - c0)
+    return n
+
+
+@njit(cache=True)
+def _checked_table(table, t, h, w):
+    """Pixel count N of a decoded table, or -1 if a box is not inside the frames."""
+    n = 0
+    for i in range(table.shape[0]):
+        f, r0, height, c0, width = table[i, 0], table[i, 1], table[i, 2], table[i, 3], table[i, 4]
+        if f >= t or r0 + height > h or c0 + width > w:
+            return -1
+        n += height * width
+    return n
+
+
+@njit(cache=True)
+def _run_end(table, a):
+    """End of the run of boxes of one height that starts at box a."""
+    b = a
+    while b < table.shape[0] and table[b, 2] == table[a, 2]:
+        b += 1
+    return b
+
+
+@njit(cache=True)
+def _source_row(s, height, fold):
+    """The crop row stored as row s: folded, the top half top-down, then the bottom half
+    bottom-up (so each bottom row lies a fixed distance behind its mirror image)."""
+    m = height // 2
+    return s if not fold or s < m else height - 1 - (s - m)
+
+
+@njit(cache=True, inline="always")
+def _copy_row(src, src0, dst, dst0, n):
+    """dst[dst0 : dst0 + n] = src[src0 : src0 + n] for 1-D views, as an element loop with
+    unsigned indices (no negative-index wraparound checks: several times faster than slices)."""
+    s, d = np.uint64(src0), np.uint64(dst0)
+    for j in range(np.uint64(n)):
+        dst[d + j] = src[s + j]
+
+
+@njit(cache=True)
+def _gather(planes, table, fold, pixels):
+    """Store the crops of the boxes of `planes` (T, 3, H, W) in `pixels` (3, N)."""
+    a = offset = 0
+    while a < table.shape[0]:
+        b, height = _run_end(table, a), table[a, 2]
+        for c in range(3):
+            pos = offset
+            for s in range(height):
+                r = _source_row(s, height, fold)
+                for i in range(a, b):
+                    f, r0, c0, width = table[i, 0], table[i, 1], table[i, 3], table[i, 4]
+                    _copy_row(planes[f, c, r0 + r], c0, pixels[c], pos, width)
+                    pos += width
+        offset, a = pos, b
+
+
+@njit(cache=True)
+def _paste(pixels, table, fold, keep, planar):
+    """Frames (3, T, H, W) from the stored crops: frame by frame, from white or from the frame
+    before (`keep`), then its boxes pasted in their order."""
+    k = table.shape[0]
+    start, stride = np.empty(k, np.int64), np.empty(k, np.int64)  # where each box's rows are
+    a = offset = 0
+    while a < k:
+        b, total = _run_end(table, a), 0
+        for i in range(a, b):
+            start[i] = offset + total
+            total += table[i, 4]
+        stride[a:b] = total
+        offset, a = offset + table[a, 2] * total, b
+    for f in range(planar.shape[1]):
+        if keep[f]:
+            planar[:, f] = planar[:, f - 1]
+        else:
+            planar[:, f] = 255
+        for i in range(k):
+            if table[i, 0] != f:
+                continue
+            r0, height, c0, width = table[i, 1], table[i, 2], table[i, 3], table[i, 4]
+            for c in range(3):
+                for s in range(height):
+                    src = start[i] + s * stride[i]
+                    r = r0 + _source_row(s, height, fold)
+                    _copy_row(pixels[c], src, planar[c, f, r], c0, width)
 
 
 # ----------------------------------------------------------------------------------------------
 # Encoding and decoding
 # ----------------------------------------------------------------------------------------------
-
-
-def _groups(boxes: list[list[int]]) -> list[tuple[list[list[int]], int, int]]:
-    """Runs of consecutive boxes (frame, row0, height, col0, width) of one height (one object's
-    boxes over the frames, say), each with that height and its total width."""
-    groups: list[tuple[list[list[int]], int, int]] = []
-    for box in boxes:
-        if groups and groups[-1][1] == box[2]:
-            run, height, width = groups[-1]
-            run.append(box)
-            groups[-1] = (run, height, width + box[4])
-        else:
-            groups.append(([box], box[2], box[4]))
-    return groups
 
 
 def encode_frames(frames: np.ndarray, level: int = 3, boxes: np.ndarray | None = None) -> bytes:
@@ -218,35 +281,33 @@ def encode_frames(frames: np.ndarray, level: int = 3, boxes: np.ndarray | None =
     if max(h, w) > 0xFFFF:
         raise ValueError(f"frames of {h} x {w} pixels: at most 65535 per side")
     planes = frames.transpose(0, 3, 1, 2)  # (T, 3, H, W): a view for either renderer's layout
+    fold = boxes is not None
     if boxes is None:
-        (boxes, keep), fold = found_boxes(planes), False
+        boxes, keep = found_boxes(planes)
     else:
-        boxes, keep, fold = _checked_boxes(boxes, t, h, w), 0, True
-    boxes[:, 2::2] -= boxes[:, 1::2]  # row1, col1 -> height, width
-    k, groups = len(boxes), _groups(boxes.tolist())
-    n = sum(height * width for _, height, width in groups)
+        boxes, keep = np.asarray(boxes), 0
+        if boxes.size == 0:
+            boxes = np.zeros((0, 5), dtype=np.int64)
+        if boxes.ndim != 2 or boxes.shape[1] != 5 or boxes.dtype.kind not in "iu":
+            raise ValueError(
+                "boxes must be (K, 5) integers frame, row0, row1, col0, col1, got "
+                f"{boxes.shape} {boxes.dtype}"
+            )
+    table = np.array(boxes, dtype=np.int64)  # a copy: made heights and widths in place
+    n = _table(table, t, h, w)
+    if n < 0:
+        raise ValueError(
+            f"box {boxes[-1 - n].tolist()} (frame, row0, row1, col0, col1) is empty-sided or "
+            f"lies outside the {t} frames of {h} x {w} pixels: pass boxes within the frames, "
+            "or boxes=None"
+        )
+    if fold:  # boxes of one height together (frames from white: any order gives the same frames)
+        table = table[np.argsort(table[:, 2], kind="stable")]
+    k = len(table)
     body = np.empty(10 * k + t + 3 * n, dtype=np.uint8)
-    body[: 10 * k].view(np.uint16).reshape(5, k)[...] = boxes.T
+    body[: 10 * k].view(np.uint16).reshape(5, k)[...] = table.T
     body[10 * k : 10 * k + t] = keep
-    pixels, offset = body[10 * k + t :].reshape(3, n), 0
-    for group, height, width in groups:
-        stored = pixels[:, offset : offset + height * width].reshape(3, height, width)
-        offset += height * width
-        m = height // 2
-        if fold and len(group) == 1:  # one crop: fold it on the way (no copy)
-            f, r0, _, c0, _ = group[0]
-            crop = planes[f, :, r0 : r0 + height, c0 : c0 + width]
-            stored[:, :m] = crop[:, :m]
-            stored[:, m:] = crop[:, m:][:, ::-1]
-            continue
-        rows = np.empty_like(stored) if fold else stored  # (3, height, width): crop by crop
-        col = 0
-        for f, r0, _, c0, cols in group:
-            rows[:, :, col : col + cols] = planes[f, :, r0 : r0 + height, c0 : c0 + cols]
-            col += cols
-        if fold:  # the top half's rows top-down, then the bottom half's bottom-up
-            stored[:, :m] = rows[:, :m]
-            stored[:, m:] = rows[:, m:][:, ::-1]
+    _gather(planes, table, fold, body[10 * k + t :].reshape(3, n))
     if level not in _compressors:
         _compressors[level] = zstandard.ZstdCompressor(level=level, write_checksum=True)
     fields = (t, h, w, k, FOLDED if fold else 0)
@@ -261,9 +322,9 @@ def _corrupt(why: str) -> FrameFormatError:
     )
 
 
-def _unpack(data: bytes) -> tuple[tuple[int, int, int], list, bytes, np.ndarray, bool]:
-    """Parse and check a column: (T, H, W), the boxes as lists (frame, row0, height, col0,
-    width), keep flags, the (3, N) stored pixels and whether crops are folded."""
+def decode_frames(data: bytes) -> np.ndarray:
+    """Inverse of `encode_frames`: (T, H, W, 3) uint8, a view of channel-planar (3, T, H, W)
+    memory. A corrupt or truncated column raises `FrameFormatError`."""
     if len(data) < _HEADER.size:
         raise _corrupt(f"{len(data)} bytes, shorter than the {_HEADER.size}-byte header")
     magic, t, h, w, k, flags, crc = _HEADER.unpack_from(data)
@@ -276,81 +337,28 @@ def _unpack(data: bytes) -> tuple[tuple[int, int, int], list, bytes, np.ndarray,
         raise FrameFormatError(
             f"not a video_zstd frame column (magic {magic!r}, expected {MAGIC!r})"
         )
-    if zlib.crc32(data[4 : 4 + _FIELDS.size]) != crc:
+    if zlib.crc32(data[4 : 4 + _FIELDS.size]) != crc or flags & ~FOLDED:
         raise _corrupt("the header's checksum does not match")
     payload = memoryview(data)[_HEADER.size :]
     try:
         size = zstandard.frame_content_size(payload)
         if not 0 <= size <= 10 * k + t + 3 * k * h * w:
             raise _corrupt(f"the zstd payload records {size} bytes for {k} boxes")
-        body = _decompressor.decompress(payload)
+        body = _decompressor.decompress(payload)  # checked against the frame's checksum
     except zstandard.ZstdError as err:
         raise _corrupt(f"zstd: {err}") from err
-    boxes = np.frombuffer(body, np.uint16, 5 * k).reshape(5, k).T.tolist()
-    n = sum(height * width for _, _, height, _, width in boxes)
-    if len(body) != 10 * k + t + 3 * n:
-        raise _corrupt(f"{len(body)} payload bytes, the boxes need {10 * k + t + 3 * n}")
-    for f, r0, height, c0, width in boxes:
-        if f >= t or r0 + height > h or c0 + width > w:
-            raise _corrupt(f"a box lies outside the {t} frames of {h} x {w} pixels")
-    keep = body[10 * k : 10 * k + t]
-    if (t and (keep[0] or max(keep) > 1)) or flags & ~FOLDED:
-        raise _corrupt("bad flags")
-    pixels = np.frombuffer(body, np.uint8, 3 * n, 10 * k + t).reshape(3, n)
-    return (t, h, w), boxes, keep, pixels, bool(flags & FOLDED)
-
-
-def _unfolded(stored: np.ndarray) -> np.ndarray:
-    """Rows folded (3, height, width) -> rows in order (a copy)."""
-    m, rows = stored.shape[1] // 2, np.empty_like(stored)
-    rows[:, :m] = stored[:, :m]
-    rows[:, m:] = stored[:, m:][:, ::-1]
-    return rows
-
-
-def decode_frames(data: bytes) -> np.ndarray:
-    """Inverse of `encode_frames`: (T, H, W, 3) uint8, a view of channel-planar (3, T, H, W)
-    memory. A corrupt or truncated column raises `FrameFormatError`."""
-    (t, h, w), boxes, keep, pixels, fold = _unpack(data)
-    groups, offset = [], 0  # (boxes, their stored rows (3, height, total width))
-    for group, height, width in _groups(boxes):
-        groups.append(
-            (group, pixels[:, offset : offset + height * width].reshape(3, height, width))
-        )
-        offset += height * width
+    if len(body) < 10 * k + t:
+        raise _corrupt(f"{len(body)} payload bytes, fewer than the box table needs")
+    table = np.frombuffer(body, np.uint16, 5 * k).reshape(5, k).T.astype(np.int64)
+    n = _checked_table(table, t, h, w)
+    if n < 0 or len(body) != 10 * k + t + 3 * n:
+        raise _corrupt(f"{len(body)} payload bytes do not hold the {k} boxes it lists")
+    keep = np.frombuffer(body, np.uint8, t, 10 * k)
+    if t and (keep[0] or keep.max() > 1):
+        raise _corrupt("bad keep flags")
     planar = np.empty((3, t, h, w), dtype=np.uint8)
-
-    if not any(keep):  # every frame from white: paste the boxes in their order
-        planar.fill(255)
-        for group, stored in groups:
-            if fold and len(group) == 1:  # one crop: unfold it on the way (no copy)
-                f, r0, height, c0, width = group[0]
-                target, m = planar[:, f, r0 : r0 + height, c0 : c0 + width], height // 2
-                target[:, :m] = stored[:, :m]
-                target[:, m:] = stored[:, m:][:, ::-1]
-                continue
-            rows, col = _unfolded(stored) if fold else stored, 0
-            for f, r0, height, c0, width in group:
-                planar[:, f, r0 : r0 + height, c0 : c0 + width] = rows[:, :, col : col + width]
-                col += width
-        return planar.transpose(1, 2, 3, 0)
-
-    # Frame by frame, each from white or from the frame before; a stable sort keeps the order
-    # of overlapping boxes.
-    pastes = []
-    for group, stored in groups:
-        rows, col = _unfolded(stored) if fold else stored, 0
-        for box in group:
-            pastes.append((box, rows[:, :, col : col + box[4]]))
-            col += box[4]
-    pastes.sort(key=lambda paste: paste[0][0])
-    i = 0
-    for f in range(t):
-        planar[:, f] = planar[:, f - 1] if keep[f] else 255
-        while i < len(pastes) and pastes[i][0][0] == f:
-            (_, r0, height, c0, width), crop = pastes[i]
-            planar[:, f, r0 : r0 + height, c0 : c0 + width] = crop
-            i += 1
+    pixels = np.frombuffer(body, np.uint8, 3 * n, 10 * k + t).reshape(3, n)
+    _paste(pixels, table, bool(flags & FOLDED), keep, planar)
     return planar.transpose(1, 2, 3, 0)
 
 
