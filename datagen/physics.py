@@ -2,6 +2,11 @@
 
 pymunk (Chipmunk) has no restitution velocity threshold, so slow collisions stay elastic; the
 elasticity of a contact is the product of the two shapes' values, so every shape gets 1.0.
+
+Speed: a scene describes its world as data (`World`); `simulate` builds many worlds in one
+Chipmunk space through pymunk's C bindings and steps them together, reading every body's state
+with one call per frame (`pymunk.batch`). The states are bit-for-bit those of one world alone
+built with pymunk's Python classes (pinned by the datagen tests).
 """
 
 from __future__ import annotations
@@ -9,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pymunk
 import pymunk.batch
+from pymunk._chipmunk import ffi as _ffi
 from pymunk._chipmunk import lib as _cp
 
 from datagen.scenes import States
@@ -38,68 +43,6 @@ class World:
     substeps: int = 10
 
 
-def make_space(gravity: float = 0.0) -> pymunk.Space:
-    """An empty world; `gravity` points down (world y is up)."""
-    space = pymunk.Space()
-    space.gravity = (0.0, -gravity)
-    space.damping = 1.0  # no velocity loss
-    # Chipmunk lets shapes overlap by `collision_slop` (0.1 by default, a tenth of a ball radius
-    # here) before pushing them apart; keep overlap and the position correction negligible.
-    space.collision_slop = 1e-4
-    return space
-
-
-def _finish(space, body: pymunk.Body, shape: pymunk.Shape, shape_filter) -> pymunk.Body:
-    shape.elasticity = 1.0
-    shape.friction = 0.0
-    if shape_filter is not None:
-        shape.filter = shape_filter
-    space.add(body, shape)
-    return body
-
-
-def add_ball(
-    space, position, velocity, radius: float, density: float = 1.0, shape_filter=None
-) -> pymunk.Body:
-    """A dynamic disc of mass density * pi r^2."""
-    body = pymunk.Body()
-    body.position = tuple(position)
-    shape = pymunk.Circle(body, radius)
-    shape.density = density
-    _finish(space, body, shape, shape_filter)
-    body.velocity = tuple(velocity)
-    return body
-
-
-def add_box(
-    space, position, velocity, size, angle: float = 0.0, density: float = 1.0, shape_filter=None
-) -> pymunk.Body:
-    """A dynamic rectangle of `size` = (w, h) centred at `position`."""
-    body = pymunk.Body()
-    body.position = tuple(position)
-    body.angle = angle
-    shape = pymunk.Poly.create_box(body, tuple(size))
-    shape.density = density
-    _finish(space, body, shape, shape_filter)
-    body.velocity = tuple(velocity)
-    return body
-
-
-def add_static_box(space, position, size, shape_filter=None) -> pymunk.Body:
-    """An immovable rectangle (a wall), returned as its static body."""
-    body = pymunk.Body(body_type=pymunk.Body.STATIC)
-    body.position = tuple(position)
-    _finish(space, body, pymunk.Poly.create_box(body, tuple(size)), shape_filter)
-    return body
-
-
-def add_object(space, obj: dict, position, velocity, shape_filter=None) -> pymunk.Body:
-    """Add the body for an `objects` entry (rings collide as discs of their outer radius)."""
-    if obj["shape"] in ("circle", "ring"):
-        return add_ball(space, position, velocity, obj["radius"], shape_filter=shape_filter)
-    return add_box(space, position, velocity, obj["size"], shape_filter=shape_filter)
-
-
 def simulate(worlds: list[World], frames: int, frame_dt: float) -> list[States]:
     """Every world's states at each frame (frame 0 = the start), in order.
 
@@ -124,49 +67,101 @@ def simulate(worlds: list[World], frames: int, frame_dt: float) -> list[States]:
     return out
 
 
+class _Space:
+    """A Chipmunk space built through pymunk's C bindings directly: the same calls pymunk's
+    `Space`, `Body`, `Circle` and `Poly.create_box` make (and the same settings), without their
+    Python objects, which cost more than the whole simulation of a one-ball video. Freed with
+    everything in it by `free`."""
+
+    def __init__(self, gravity: float) -> None:
+        self.handle = _cp.cpSpaceNew()
+        _cp.cpSpaceSetGravity(self.handle, (0.0, -gravity))  # gravity points down (y is up)
+        _cp.cpSpaceSetDamping(self.handle, 1.0)  # no velocity loss
+        # Chipmunk lets shapes overlap by `collision_slop` (0.1 by default, a tenth of a ball
+        # radius here) before pushing them apart; keep overlap and position correction negligible.
+        _cp.cpSpaceSetCollisionSlop(self.handle, 1e-4)
+        self.bodies: list = []
+        self.shapes: list = []
+
+    def add(self, obj: dict | None, position, velocity, shape_filter=None) -> None:
+        """A body for `objects` entry `obj` (rings collide as discs of their outer radius):
+        dynamic of density 1, or static when `velocity` is None; without a shape (and of unit
+        mass) when `obj` is None."""
+        if velocity is None:
+            body = _cp.cpBodyNewStatic()
+        else:
+            body = _cp.cpBodyNew(*((1.0, 1.0) if obj is None else (0.0, 0.0)))
+        _cp.cpBodySetUserData(body, _ffi.cast("void *", len(self.bodies)))  # its row, for reads
+        _cp.cpBodySetPosition(body, tuple(position))
+        self.bodies.append(body)
+        if obj is not None:
+            if obj["shape"] in ("circle", "ring"):
+                shape = _cp.cpCircleShapeNew(body, obj["radius"], (0.0, 0.0))
+            else:
+                shape = _cp.cpBoxShapeNew(body, obj["size"][0], obj["size"][1], 0.0)
+            if velocity is not None:
+                _cp.cpShapeSetDensity(shape, 1.0)
+            _cp.cpShapeSetElasticity(shape, 1.0)  # a contact's elasticity is the product: 1
+            _cp.cpShapeSetFriction(shape, 0.0)
+            if shape_filter is not None:
+                _cp.cpShapeSetFilter(shape, shape_filter)
+            self.shapes.append(shape)
+        _cp.cpSpaceAddBody(self.handle, body)
+        if obj is not None:
+            _cp.cpSpaceAddShape(self.handle, shape)
+        if velocity is not None:
+            _cp.cpBodySetVelocity(body, tuple(velocity))
+
+    def free(self) -> None:
+        _cp.cpSpaceFree(self.handle)  # frees the space's own structures, not what it held
+        for shape in self.shapes:
+            _cp.cpShapeFree(shape)
+        for body in self.bodies:
+            _cp.cpBodyFree(body)
+        self.shapes, self.bodies = [], []
+
+
+def _read(handle, fields: int, out) -> None:
+    """Append every body's `fields` to the pymunk.batch buffer `out`: one C call."""
+    data = _ffi.new("pmBatchedData *")
+    data.fields, data.floatArray, data.intArray = fields, out._float_arr, out._int_arr
+    _cp.cpSpaceEachBody(handle, _ffi.addressof(_cp, "pmSpaceBodyGetIteratorFuncBatched"), data)
+
+
 _FIELDS = (
     pymunk.batch.BodyFields.POSITION
     | pymunk.batch.BodyFields.ANGLE
     | pymunk.batch.BodyFields.VELOCITY
-)  # per body, in Chipmunk's order: x, y, angle, vx, vy
+).value  # per body, in Chipmunk's order: x, y, angle, vx, vy
 
 
 def _run(worlds: list[World], frames: int, frame_dt: float) -> list[States]:
     """Step worlds of one gravity and substep count together in one space."""
-    space = make_space(worlds[0].gravity)
-    bodies = []
-    for j, w in enumerate(worlds):
-        if len(w.objects) == 1:  # free flight: a body without a shape (see `simulate`)
-            position, velocity = w.starts[0]
-            body = pymunk.Body(1.0, 1.0)
-            body.position, body.velocity = tuple(position), tuple(velocity)
-            space.add(body)
-            bodies.append(body)
-            continue
-        own = pymunk.ShapeFilter(categories=1 << j, mask=1 << j)
-        for obj, (position, velocity) in zip(w.objects, w.starts):
-            if velocity is None:
-                bodies.append(add_static_box(space, position, obj["size"], own))
-            else:
-                bodies.append(add_object(space, obj, position, velocity, own))
-    space.step(0.0)  # pymunk's own checks (masses, moments) and pending additions, once
-    # pymunk.batch reads every body's state in one C call per frame; its order (dynamic bodies,
-    # then static ones) is found once from the body ids.
-    ids = pymunk.batch.Buffer()
-    pymunk.batch.get_space_bodies(space, pymunk.batch.BodyFields.BODY_ID, ids)
-    row = {body_id: k for k, body_id in enumerate(memoryview(ids.int_buf()).cast("P"))}
-    order = np.array([row[b.id] for b in bodies])
-    states = pymunk.batch.Buffer()
-    handle, dt = space._space, frame_dt / worlds[0].substeps
-    for f in range(frames):
-        if f:
-            for _ in range(worlds[0].substeps):
-                # Chipmunk's step itself: `Space.step` adds ~1.5 us of Python bookkeeping per call
-                # (locks, deferred add/remove, post-step callbacks), which we never use.
-                _cp.cpSpaceStep(handle, dt)
-        pymunk.batch.get_space_bodies(space, _FIELDS, states)  # appends this frame's rows
-    data = np.frombuffer(states.float_buf(), np.float64).reshape(frames, len(bodies), 5)
-    data = data[:, order].astype(np.float32)  # (T, bodies, 5), in the worlds' order
+    space = _Space(worlds[0].gravity)
+    try:
+        for j, w in enumerate(worlds):
+            if len(w.objects) == 1:  # free flight: a body without a shape (see `simulate`)
+                space.add(None, *w.starts[0])
+                continue
+            own = (0, 1 << j, 1 << j)  # cpShapeFilter: group, categories, mask
+            for obj, (position, velocity) in zip(w.objects, w.starts):
+                space.add(obj, position, velocity, own)
+        handle, dt = space.handle, frame_dt / worlds[0].substeps
+        _cp.cpSpaceStep(handle, 0.0)  # pending additions and mass checks, as pymunk does once
+        # Chipmunk lists dynamic bodies before static ones: find each body's row once.
+        ids = pymunk.batch.Buffer()
+        _read(handle, pymunk.batch.BodyFields.BODY_ID.value, ids)
+        order = np.argsort(np.frombuffer(ids.int_buf(), np.uintp))
+        states = pymunk.batch.Buffer()
+        for f in range(frames):
+            if f:
+                for _ in range(worlds[0].substeps):
+                    _cp.cpSpaceStep(handle, dt)
+            _read(handle, _FIELDS, states)  # appends this frame's rows
+        data = np.frombuffer(states.float_buf(), np.float64).reshape(frames, len(order), 5)
+        data = data[:, order].astype(np.float32)  # (T, bodies, 5), in the worlds' order
+    finally:
+        space.free()
     out, k = [], 0
     for w in worlds:
         d = data[:, k : k + len(w.objects)]
