@@ -109,10 +109,10 @@ def _emit_band(cols, frame, top, bottom, block, width, gap, out, n):
 
 
 @njit(cache=True)
-def _mask_boxes(mask, frames, block, width, gap):
-    """(K, 5) frame, row0, row1, col0, col1 holding the True cells of `mask` (F, H, W / block),
-    whose frames are `frames`: per frame, bands of rows (less than `gap` pixels apart merged),
-    each cut into column ranges. A cell is `block` pixels wide."""
+def _mask_boxes(mask, block, width, gap):
+    """(K, 5) frame, row0, row1, col0, col1 holding the True cells of `mask` (T, H, W / block):
+    per frame, bands of rows (less than `gap` pixels apart merged), each cut into column ranges.
+    A cell is `block` pixels wide."""
     nf, h, cells = mask.shape
     gap_cells = max(1, gap // block)
     out = np.empty((nf * (h // gap + 1) * (cells // gap_cells + 1), 5), np.int64)
@@ -130,7 +130,7 @@ def _mask_boxes(mask, frames, block, width, gap):
             if not hit:
                 continue
             if top >= 0 and i - bottom >= gap:  # far below the band: close it
-                n = _emit_band(cols, frames[f], top, bottom, block, width, gap_cells, out, n)
+                n = _emit_band(cols, f, top, bottom, block, width, gap_cells, out, n)
                 top = -1
             if top < 0:
                 top = i
@@ -139,29 +139,42 @@ def _mask_boxes(mask, frames, block, width, gap):
                 if row[c]:
                     cols[c] = True
         if top >= 0:
-            n = _emit_band(cols, frames[f], top, bottom, block, width, gap_cells, out, n)
+            n = _emit_band(cols, f, top, bottom, block, width, gap_cells, out, n)
     return out[:n]
 
 
+@njit(cache=True)
+def _changed_cells(words, white):
+    """(T, H, C) bool from words (T, 3, H, C): frame 0's cells that are not all `white`, every
+    later frame's cells that differ from the frame before."""
+    t, _, h, cells = words.shape
+    out = np.empty((t, h, cells), np.bool_)
+    for f in range(np.uint64(t)):
+        for i in range(np.uint64(h)):
+            for c in range(np.uint64(cells)):
+                if f == 0:
+                    x = words[0, 0, i, c] & words[0, 1, i, c] & words[0, 2, i, c]
+                    out[0, i, c] = x != white
+                else:
+                    p = f - np.uint64(1)
+                    out[f, i, c] = (
+                        (words[f, 0, i, c] != words[p, 0, i, c])
+                        | (words[f, 1, i, c] != words[p, 1, i, c])
+                        | (words[f, 2, i, c] != words[p, 2, i, c])
+                    )
+    return out
+
+
 def found_boxes(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes and keep flags for frames (T, 3, H, W) found from the pixels: frame 0 from white
-    (boxes around its non-white pixels), every later frame from the previous one (boxes around
-    the pixels that changed)."""
+    """Boxes (K, 5) frame, row0, row1, col0, col1 and keep flags (T,) for frames (T, 3, H, W)
+    found from the pixels: frame 0 from white (boxes around its non-white pixels), every later
+    frame from the previous one (boxes around the pixels that changed)."""
     t, w = planes.shape[0], planes.shape[3]
     words, block = _words(planes)
     keep = np.ones(t, dtype=np.uint8)
     keep[:1] = 0
-    if t == 0:
-        return np.zeros((0, 5), dtype=np.int64), keep
-    first = (words[:1] != np.iinfo(words.dtype).max).any(axis=1)  # (1, H, W / block)
-    changed = (words[1:] != words[:-1]).any(axis=1)  # (T - 1, H, W / block)
-    boxes = np.concatenate(
-        [
-            _mask_boxes(first, np.zeros(1, dtype=np.int64), block, w, MERGE_GAP),
-            _mask_boxes(changed, np.arange(1, t), block, w, MERGE_GAP),
-        ]
-    )
-    return boxes, keep
+    changed = _changed_cells(words, np.iinfo(words.dtype).max)  # (T, H, W / block)
+    return _mask_boxes(changed, block, w, MERGE_GAP), keep
 
 
 # ----------------------------------------------------------------------------------------------
