@@ -1,13 +1,14 @@
 """The MDS columns of a sample (ARCHITECTURE.md) and the lossless frame encoding.
 
-Frames are stored as the `video_zstd` MDS encoding, lossless:
+Frames are stored as the `video_zstd` MDS encoding, lossless (docs/datagen_encoding.md):
 
-    header   "PWV4", T, H, W, K (uint32)
-    payload  one zstd frame (its content size recorded) of
+    header   "PWV4", T, H, W, K boxes, flags, CRC-32 of those five (uint32 each)
+    payload  one zstd frame (content size and checksum recorded) of
       boxes    (5, K) uint16, column after column: frame, row0, height, col0, width
-      keep     T bytes: frame t starts as white (0) or as a copy of frame t - 1 (1); frame 0 is 0
-      pixels   (3, N) channel after channel: the crops of the boxes, in box order, each with its
-               rows folded: the top h // 2 rows top-down, then the other rows bottom-up
+      keep     T bytes: frame t starts white (0) or as a copy of frame t - 1 (1); frame 0 is 0
+      pixels   for each run of consecutive boxes of one height h, channel after channel: h rows,
+               each the same row of every box of the run side by side; with flag FOLDED the
+               rows of the top half top-down, then those of the bottom half bottom-up
 
 A frame is its start (white or the previous frame) with its boxes' crops pasted on it in box
 order: every pixel a frame does not inherit must lie in one of its boxes. Boxes may overlap
@@ -15,14 +16,16 @@ order: every pixel a frame does not inherit must lie in one of its boxes. Boxes 
 
 Why this shape:
 - Videos of a few objects on white are mostly white: only the boxes are compressed.
-- Static scenery (the PHYRE-like scenes' bars and jars) is stored once: a frame found from the
-  pixels (`found_boxes`) keeps the previous one and stores only the regions that changed.
-- Channel after channel, the crops of one channel are one run of similar bytes for zstd.
-- The fold puts each row of the bottom half at a fixed distance behind its mirror image in the
-  top half: the renderer centres its patches on their object, so an object at a fixed height
-  (a ball rolling along a line) gives a bottom half that zstd stores as one long match.
-Together: 2.7 KiB (uniform) and 5.0 KiB (collision) per 128x128x32 video, 0.6x the earlier
-format (PWV3: every frame from white, crop after crop, no fold); see bench/encoding.py.
+- Static scenery (the PHYRE-like scenes' bars and jars) is stored once: frames whose boxes are
+  found from the pixels (`found_boxes`) keep the previous frame and store only what changed.
+- Channel after channel, one object's crops over the frames side by side: long runs of similar
+  rows for zstd.
+- The fold puts each row of the bottom half a fixed distance behind its mirror image in the top
+  half: the renderer's boxes are centred on their object, so a ball rolling along a line has a
+  bottom half that zstd stores as one long match.
+Together: 2.5 KiB (uniform) and 4.6 KiB (collision) per 128x128x32 video, 0.55-0.6x the earlier
+format (PWV3: every frame from white, crop after crop, no fold), and faster to encode and decode
+(compiled copies, no Python per box); see bench/encoding.py.
 
 Importing this module registers `video_zstd` with mosaicml-streaming; every process that decodes
 samples (a StreamingDataset's dataloader workers included) must import it, e.g. by defining its
@@ -44,7 +47,7 @@ from streaming.base.format.mds import encodings as mds_encodings
 MAGIC = b"PWV4"
 _HEADER = struct.Struct("<4sIIIIII")  # magic, T, H, W, K boxes, flags, CRC-32 of the fields
 _FIELDS = struct.Struct("<IIIII")
-FOLDED = 1  # flag: crops are stored with their rows folded
+FOLDED = 1  # flag: rows are folded
 MERGE_GAP = 16  # pixels: changed regions closer than this share a box (fewer, larger boxes)
 
 COLUMNS: dict[str, str] = {

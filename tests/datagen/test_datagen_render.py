@@ -1,5 +1,5 @@
 """The renderer: pixel convention, sub-pixel accuracy of the anti-aliased edge, the paper's soft
-edge, shapes, overlap, and the lossless frame encoding."""
+edge, shapes and overlap (the frame encoding: test_datagen_encoding.py)."""
 
 from __future__ import annotations
 
@@ -148,27 +148,3 @@ def test_ring_is_hollow():
     assert tuple(f[64, 64]) == (255, 255, 255) and tuple(f[64, 64 + 10]) == (255, 0, 0)
     cover = 1.0 - f[..., 1].astype(np.float64) / 255.0
     assert cover.sum() == pytest.approx(np.pi * (1.0 - 0.36) * 12.8**2, rel=5e-3)
-
-
-def test_frame_encoding_is_lossless_and_small():
-    from datagen.sampling import SceneSpec
-    from datagen.scenes import get_scene
-
-    scene = get_scene("uniform")
-    spec = SceneSpec(
-        "uniform", "id", "random", 20, {"v": [[1.0, 4.0]], "r": [[0.7, 1.4]]}, {}, [], {}
-    )
-    sizes = []
-    for i in range(20):
-        params = scene.sample_params(spec, i, np.random.default_rng(i))
-        canvas = draw(scene.simulate(params, spec), 128, 10.0)
-        frames = canvas.frames()
-        data = encode_frames(frames, boxes=canvas.boxes())  # the renderer's boxes ...
-        np.testing.assert_array_equal(decode_frames(data), frames)
-        np.testing.assert_array_equal(decode_frames(encode_frames(frames)), frames)  # ... or found
-        sizes.append(len(data))
-    assert np.mean(sizes) < 6 * 1024  # the storage goal for a lossless 128x128x32 video
-    noise = np.random.default_rng(0).integers(0, 256, (3, 5, 7, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(decode_frames(encode_frames(noise)), noise)
-    with pytest.raises(ValueError, match="not a video_zstd"):
-        decode_frames(b"XXXX" + data[4:])
