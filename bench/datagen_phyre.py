@@ -92,6 +92,10 @@ def main() -> None:
     # One frame buffer for all videos, as a datagen worker reuses it: a fresh 6 MB array per
     # video costs ~1 ms of page faults.
     buffer = np.empty((spec.frames, 3, args.resolution, args.resolution), dtype=np.uint8)
+    # One untimed video first: numba compiles (or loads from its cache) the render and encode
+    # kernels on first use, once per process.
+    warm = phyre.simulate(phyre.sample_params(spec, 0, np.random.default_rng(12345)), spec)
+    encode_frames(phyre.render(warm, spec.world_size, args.resolution, buffer), ZSTD_LEVEL)
     for i in range(args.videos):
         t0 = clock()
         params = phyre.sample_params(spec, i % 70, np.random.default_rng([0, i]))

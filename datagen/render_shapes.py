@@ -5,8 +5,9 @@ with the moving objects drawn on top. An object is drawn row by row: for each pi
 touches, the span of pixel centres inside the shape is found from the shape's geometry (a chord
 of the circle, the two edge crossings of the convex polygon), and only that span is written.
 Nothing is computed for the rest of the frame, so the cost grows with the objects' area, not
-the image size. All rows of all pieces of all same-colour bodies in all frames are one flat
-list of spans, written with one scatter per colour channel.
+the image size. The rows are found and written by compiled (numba) kernels, all pieces of all
+same-colour bodies in all frames in one call per shape kind; numba compiles them on first use
+and caches them (see docs/datagen.md on `NUMBA_CACHE_DIR`).
 
 Hard edges: a pixel takes an object's colour when its centre lies inside the object, the PHYRE
 convention, so every pixel holds exactly one palette colour and eval can segment by colour.
@@ -23,12 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from datagen.render import DRAWERS, patch_offsets, world_to_pixel
-
-# Spans of pixels to fill, one per (item, pixel row), as flat int64 arrays of equal length:
-# frame, row, first and last column (inclusive; last < first for an empty span).
-Spans = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -44,97 +42,90 @@ class Body:
     colour: tuple[int, int, int]
 
 
-def _rows(top: np.ndarray, count: np.ndarray, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """Item k covers rows top[k] .. top[k] + count[k] - 1: (item, row) of each of those rows
-    that lies in the image [0, height), flat, item after item."""
-    first = np.clip(top, 0, height)
-    n = np.clip(top + count, 0, height) - first
-    n = np.maximum(n, 0)
-    item = np.repeat(np.arange(len(top)), n)
-    row = np.repeat(first - (np.cumsum(n) - n), n) + np.arange(len(item))
-    return item, row
+# ----------------------------------------------------------------------------------------------
+# Compiled kernels (numba): per row of each item, the span of pixel centres inside the shape
+# ----------------------------------------------------------------------------------------------
+# float64 arithmetic written out in the order of the formulas in the docstrings; numba neither
+# reorders nor fuses float operations without fastmath, and error_model="numpy" gives IEEE
+# inf / nan on division by zero (a horizontal edge), as numpy does.
 
 
-def circle_spans(centres: np.ndarray, radii: np.ndarray, frame: np.ndarray, height: int) -> Spans:
-    """Spans of the pixels whose centres lie within radii[k] of centres[k] (pixel units), in
-    frame frame[k]: a chord per row."""
-    cu, cv = centres[:, 0], centres[:, 1]
-    top = np.ceil(cv - radii - 0.5).astype(np.int64)  # the first row whose centre can be inside
-    item, row = _rows(top, np.ceil(2 * radii).astype(np.int64) + 1, height)
-    r, cu = radii[item], cu[item]
-    dv = row + 0.5 - cv[item]  # row centre to circle centre
-    inside = dv * dv <= r * r
-    half = np.sqrt(np.maximum(r * r - dv * dv, 0.0))  # half chord
-    lo = np.ceil(cu - half - 0.5).astype(np.int64)
-    hi = np.where(inside, np.floor(cu + half - 0.5), lo - 1).astype(np.int64)
-    return frame[item], row, lo, hi
+@njit(cache=True, inline="always")
+def _span(planes, f, row, lo, hi, colour):
+    """planes[f, :, row, lo..hi] = colour, the columns clipped to the image."""
+    lo, hi = max(lo, 0), min(hi, planes.shape[3] - 1)
+    if lo <= hi:  # (a span left of the image would otherwise end at a negative, wrapped index)
+        for ch in range(3):
+            planes[f, ch, row, lo : hi + 1] = colour[ch]
 
 
-def polygon_spans(uv: np.ndarray, frame: np.ndarray, height: int) -> Spans:
-    """Spans of the pixels whose centres lie inside the convex polygon uv[k] ((K, n, 2) vertices
-    in pixel units, in order, either winding), in frame frame[k]: on each row, from the leftmost
-    to the rightmost point where the row's centre line crosses an edge."""
-    v_min, v_max = uv[:, :, 1].min(axis=1), uv[:, :, 1].max(axis=1)
-    top = np.ceil(v_min - 0.5).astype(np.int64)
-    item, row = _rows(top, np.floor(v_max - 0.5).astype(np.int64) - top + 1, height)
-    v = row + 0.5  # row centres
-    left = np.full(len(item), np.inf)
-    right = np.full(len(item), -np.inf)
-    p, q = uv, np.roll(uv, -1, axis=1)  # edges p -> q, (K, n, 2)
-    # Per edge, contiguous (n, K) rows: gathering 1-D arrays by item is the fast numpy path.
-    pu, pv = p[..., 0].T.copy(), p[..., 1].T.copy()
-    du, dv = (q[..., 0] - p[..., 0]).T.copy(), (q[..., 1] - p[..., 1]).T.copy()
-    for e in range(uv.shape[1]):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = (v - pv[e].take(item)) / dv[e].take(item)  # where the row meets the edge
-        u = pu[e].take(item) + t * du[e].take(item)
-        u[(t < 0.0) | ~(t <= 1.0)] = np.nan  # missed (also horizontal edges: t is inf or nan)
-        np.fmin(left, u, out=left)  # fmin / fmax skip nan
-        np.fmax(right, u, out=right)
-    ok = np.isfinite(left)
-    lo = np.where(ok, np.ceil(left - 0.5), 1).astype(np.int64)
-    hi = np.where(ok, np.floor(right - 0.5), 0).astype(np.int64)
-    return frame[item], row, lo, hi
+@njit(cache=True, error_model="numpy")
+def _fill_circles(planes, centres, radii, frame, colour):
+    """Per item k and row: dv = row + 0.5 - v_k; if dv^2 <= r^2, the chord
+    ceil(u_k - h - 0.5) .. floor(u_k + h - 0.5) with h = sqrt(max(r^2 - dv^2, 0))."""
+    height = planes.shape[2]
+    for k in range(len(radii)):
+        cu, cv, r = centres[k, 0], centres[k, 1], radii[k]
+        top = np.int64(np.ceil(cv - r - 0.5))  # the first row whose centre can be inside
+        for row in range(max(top, 0), min(top + np.int64(np.ceil(2 * r)) + 1, height)):
+            dv = row + 0.5 - cv
+            if dv * dv <= r * r:
+                half = np.sqrt(max(r * r - dv * dv, 0.0))
+                lo, hi = np.int64(np.ceil(cu - half - 0.5)), np.int64(np.floor(cu + half - 0.5))
+                _span(planes, frame[k], row, lo, hi, colour)
 
 
-def fill_spans(planes: np.ndarray, spans: Spans, colour) -> None:
-    """Write `colour` into the spans' pixels of the channel-planar, C-contiguous (T, 3, H, W)
-    uint8 `planes`.
-
-    The spans become one list of flat pixel indices (int64: numpy would convert narrower ones),
-    written with one assignment per colour channel.
-    """
-    if not planes.flags.c_contiguous:  # a flat view must reach the pixels themselves
-        raise ValueError("planes must be C-contiguous (T, 3, H, W): np.ascontiguousarray them")
-    frame, row, lo, hi = spans
-    _, _, height, width = planes.shape
-    plane = height * width
-    lo = np.maximum(lo, 0)
-    counts = np.maximum(np.minimum(hi, width - 1) - lo + 1, 0)
-    total = int(counts.sum())
-    if total == 0:
-        return
-    starts = frame * (3 * plane) + row * width + lo
-    flat = np.repeat(starts - (np.cumsum(counts) - counts), counts)
-    flat += np.arange(total)  # red-plane indices
-    pixels = planes.reshape(-1)
-    for c in range(3):
-        pixels[flat] = colour[c]
-        flat += plane  # the next colour plane
+@njit(cache=True, error_model="numpy")
+def _fill_polygons(planes, uv, frame, colour):
+    """Per item k and row (centre line v = row + 0.5): each edge p -> q meets it at
+    t = (v - p_v) / (q_v - p_v), u = p_u + t (q_u - p_u) if 0 <= t <= 1; the span runs from
+    ceil(min u - 0.5) to floor(max u - 0.5)."""
+    height, n = planes.shape[2], uv.shape[1]
+    for k in range(uv.shape[0]):
+        v_min, v_max = np.inf, -np.inf
+        for e in range(n):
+            v_min, v_max = min(v_min, uv[k, e, 1]), max(v_max, uv[k, e, 1])
+        top, bottom = np.int64(np.ceil(v_min - 0.5)), np.int64(np.floor(v_max - 0.5))
+        for row in range(max(top, 0), min(bottom + 1, height)):
+            v = row + 0.5
+            left, right = np.inf, -np.inf
+            for e in range(n):
+                q = (e + 1) % n
+                pu, pv = uv[k, e, 0], uv[k, e, 1]
+                t = (v - pv) / (uv[k, q, 1] - pv)
+                if t >= 0.0 and t <= 1.0:  # false for a horizontal edge (t is inf or nan)
+                    u = pu + t * (uv[k, q, 0] - pu)
+                    left, right = min(left, u), max(right, u)
+            if left <= right:
+                lo, hi = np.int64(np.ceil(left - 0.5)), np.int64(np.floor(right - 0.5))
+                _span(planes, frame[k], row, lo, hi, colour)
 
 
 def fill_circles(
     planes: np.ndarray, centres: np.ndarray, radii: np.ndarray, frame: np.ndarray, colour
 ) -> None:
-    """Fill, for each item k, in frame frame[k], the pixels whose centres lie within radii[k] of
-    centres[k] (pixel units)."""
-    fill_spans(planes, circle_spans(centres, radii, frame, planes.shape[2]), colour)
+    """Fill, in the channel-planar (T, 3, H, W) uint8 `planes`, for each item k, in frame
+    frame[k], the pixels whose centres lie within radii[k] of centres[k] (pixel units)."""
+    _fill_circles(
+        planes,
+        np.ascontiguousarray(centres, dtype=np.float64),
+        np.ascontiguousarray(radii, dtype=np.float64),
+        np.ascontiguousarray(frame, dtype=np.int64),
+        np.asarray(colour, dtype=np.uint8),
+    )
 
 
 def fill_convex_polygons(planes: np.ndarray, uv: np.ndarray, frame: np.ndarray, colour) -> None:
-    """Fill, for each item k, in frame frame[k], the pixels whose centres lie inside the convex
-    polygon uv[k] ((K, n, 2) vertices in pixel units, in order, either winding)."""
-    fill_spans(planes, polygon_spans(uv, frame, planes.shape[2]), colour)
+    """Fill, in the channel-planar (T, 3, H, W) uint8 `planes`, for each item k, in frame
+    frame[k], the pixels whose centres lie inside the convex polygon uv[k] ((K, n, 2) vertices
+    in pixel units, in order, either winding): on each row, from the leftmost to the rightmost
+    point where the row's centre line crosses an edge."""
+    _fill_polygons(
+        planes,
+        np.ascontiguousarray(uv, dtype=np.float64),
+        np.ascontiguousarray(frame, dtype=np.int64),
+        np.asarray(colour, dtype=np.uint8),
+    )
 
 
 def _posed(local: np.ndarray, pose: np.ndarray) -> np.ndarray:
@@ -149,9 +140,9 @@ def _draw(planes: np.ndarray, bodies: list[Body], poses: list[np.ndarray], world
     """Draw bodies of one colour at their poses (each (T, 3)) into planes (T, 3, H, W).
 
     One colour, so their order among themselves does not matter: every piece of every body in
-    every frame adds its rows to one list of spans (polygons batched by vertex count).
+    every frame is one item of a single compiled fill per shape kind (and polygon size).
     """
-    height, resolution = planes.shape[2], planes.shape[3]
+    resolution = planes.shape[3]
     frames = np.arange(planes.shape[0])
     centres, radii, polys = [], [], {}
     for body, pose in zip(bodies, poses):
@@ -160,15 +151,14 @@ def _draw(planes: np.ndarray, bodies: list[Body], poses: list[np.ndarray], world
             radii.append(np.full(len(pose), row[2]))
         for poly in body.polygons:
             polys.setdefault(len(poly), []).append(_posed(poly, pose))  # (T, n, 2)
-    spans = []
+    colour = bodies[0].colour
     if centres:
         uv = world_to_pixel(np.concatenate(centres), world_size, resolution)
         r = np.concatenate(radii) * resolution / world_size
-        spans.append(circle_spans(uv, r, np.tile(frames, len(centres)), height))
+        fill_circles(planes, uv, r, np.tile(frames, len(centres)), colour)
     for group in polys.values():
         uv = world_to_pixel(np.concatenate(group), world_size, resolution)
-        spans.append(polygon_spans(uv, np.tile(frames, len(group)), height))
-    fill_spans(planes, tuple(np.concatenate(part) for part in zip(*spans)), bodies[0].colour)
+        fill_convex_polygons(planes, uv, np.tile(frames, len(group)), colour)
 
 
 def _runs(bodies: list[Body], keep: np.ndarray) -> list[list[int]]:
