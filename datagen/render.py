@@ -61,6 +61,9 @@ def index_to_world(ij: np.ndarray, world_size: float, resolution: int) -> np.nda
 # float32 array; numba neither reorders nor fuses float operations without fastmath.
 
 F0, F1, HALF = np.float32(0.0), np.float32(1.0), np.float32(0.5)
+# Pixels: how far the chords a disc's row is cut to reach past (outer) or stop short of (inner)
+# their exact ends; float32 rounding moves those ends by ~1e-6 px, 50000x less.
+EDGE_MARGIN = 0.05
 CIRCLE, RING, BOX = 0, 1, 2
 KINDS = {"circle": CIRCLE, "ring": RING, "box": BOX}
 
@@ -139,18 +142,18 @@ def _paint_shape(pixels, boxes, xy, world, cos_a, sin_a, ex, ey, kind, paper, k,
             lo, hi = max(c0, 0), min(c0 + 2 * ex + 1, w)
             fill_lo = fill_hi = lo  # columns [fill_lo, fill_hi) where alpha is surely 1
             if kind != BOX:
-                # Outside the disc's chord on this row, widened by a pixel, alpha is 0.
+                # Outside the disc's chord on this row, widened by EDGE_MARGIN, alpha is 0.
                 dy2 = np.float64(dy) * np.float64(dy)
-                if reach2 - dy2 < -1.0:
+                if reach2 - dy2 < -EDGE_MARGIN:
                     continue
-                half = np.sqrt(max(reach2 - dy2, 0.0)) + 1.0
+                half = np.sqrt(max(reach2 - dy2, 0.0)) + EDGE_MARGIN
                 lo = max(lo, np.int64(np.floor(u - 0.5 - half)))
                 hi = max(min(hi, np.int64(np.ceil(u - 0.5 + half)) + 1), lo)
-                # Inside the full-coverage chord, narrowed by a pixel (a margin of >= 1 in d2,
-                # far above float32 rounding), a circle's alpha is 1: its pixels become the
+                # Inside the full-coverage chord, narrowed by EDGE_MARGIN (on a chord >= 1 px
+                # long: a margin of >= 0.09 in d2), a circle's alpha is 1: its pixels become the
                 # colour exactly (rint(old + (colour - old) * 1) = colour), no need to compute it.
                 if kind == CIRCLE and full2 - dy2 >= 1.0:
-                    half = np.sqrt(full2 - dy2) - 1.0
+                    half = np.sqrt(full2 - dy2) - EDGE_MARGIN
                     fill_lo = min(max(lo, np.int64(np.ceil(u - 0.5 - half))), hi)
                     fill_hi = max(min(hi, np.int64(np.floor(u - 0.5 + half)) + 1), fill_lo)
                 else:
