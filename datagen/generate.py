@@ -7,6 +7,7 @@ same bytes. Worker k of n makes parts k, k + n, k + 2n, ... and skips those alre
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import sys
@@ -106,14 +107,12 @@ def make_samples(plan: Plan, indices: Sequence[int]) -> list[dict[str, Any]]:
     Scenes that describe their physics as a `world` are simulated together (`physics.simulate`:
     one pymunk step advances many videos), bit-for-bit as each would be alone."""
     cfg = plan.cfg
-    drafts = []
+    drafts, starts = [], plan.starts.tolist()
     for index in indices:
-        g = int(np.searchsorted(plan.starts, index, side="right") - 1)
+        g = bisect.bisect_right(starts, index) - 1  # the group holding `index`
         spec = plan.specs[g]
         rng = np.random.default_rng([cfg.seed, index])
-        drafts.append(
-            (index, g, spec, plan.scene.sample_params(spec, index - int(plan.starts[g]), rng))
-        )
+        drafts.append((index, g, spec, plan.scene.sample_params(spec, index - starts[g], rng)))
     if hasattr(plan.scene, "world"):
         worlds = [plan.scene.world(params, spec) for _, _, spec, params in drafts]
         states = physics.simulate(worlds, cfg.frames, cfg.frame_dt)
