@@ -112,10 +112,24 @@ def _emit_band(cols, frame, top, bottom, block, width, gap, out, n):
 
 
 @njit(cache=True)
+def _trim_rows(mask, out, first, n, block):
+    """Shrink the rows of boxes out[first:n] (of one band of `mask` (H, W / block)) to those
+    with a True cell in their columns."""
+    for j in range(first, n):
+        top, bottom = out[j, 1], out[j, 2]
+        left, right = out[j, 3] // block, (out[j, 4] + block - 1) // block
+        while not mask[top, left:right].any():
+            top += 1
+        while not mask[bottom - 1, left:right].any():
+            bottom -= 1
+        out[j, 1], out[j, 2] = top, bottom
+
+
+@njit(cache=True)
 def _mask_boxes(mask, block, width, gap):
     """(K, 5) frame, row0, row1, col0, col1 holding the True cells of `mask` (T, H, W / block):
-    per frame, bands of rows (less than `gap` pixels apart merged), each cut into column ranges.
-    A cell is `block` pixels wide."""
+    per frame, bands of rows (less than `gap` pixels apart merged), each cut into column ranges
+    whose rows are then trimmed. A cell is `block` pixels wide."""
     nf, h, cells = mask.shape
     gap_cells = max(1, gap // block)
     out = np.empty((nf * (h // gap + 1) * (cells // gap_cells + 1), 5), np.int64)
@@ -133,7 +147,9 @@ def _mask_boxes(mask, block, width, gap):
             if not hit:
                 continue
             if top >= 0 and i - bottom >= gap:  # far below the band: close it
+                first = n
                 n = _emit_band(cols, f, top, bottom, block, width, gap_cells, out, n)
+                _trim_rows(mask[f], out, first, n, block)
                 top = -1
             if top < 0:
                 top = i
@@ -142,7 +158,9 @@ def _mask_boxes(mask, block, width, gap):
                 if row[c]:
                     cols[c] = True
         if top >= 0:
+            first = n
             n = _emit_band(cols, f, top, bottom, block, width, gap_cells, out, n)
+            _trim_rows(mask[f], out, first, n, block)
     return out[:n]
 
 
