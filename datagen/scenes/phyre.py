@@ -72,6 +72,10 @@ MAX_LAYOUTS = 50  # layouts per sample before giving up
 OVERLAP_TOLERANCE = 1e-3  # metres: shapes may touch (a bar on the floor) but not overlap
 
 
+Point = tuple[float, float]
+Box = tuple[float, float, float, float]  # left, bottom, right, top
+
+
 class PlacementError(RuntimeError):
     """A template whose objects could not be placed without overlaps."""
 
@@ -340,9 +344,6 @@ BUILDERS = {
 # ----------------------------------------------------------------------------------------------
 # Overlap tests and layouts (plain floats: numpy's per-call overhead dominates on 4-gons)
 # ----------------------------------------------------------------------------------------------
-
-Point = tuple[float, float]
-Box = tuple[float, float, float, float]  # left, bottom, right, top
 
 
 def _box_of(points: list[Point]) -> Box:
