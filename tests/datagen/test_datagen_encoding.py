@@ -3,6 +3,7 @@ on awkward inputs, the storage goal, and clear errors for bad boxes and damaged 
 
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -179,3 +180,14 @@ def test_damaged_columns_raise_a_clear_error():
         decode_frames(b"XXXX" + data[4:])
     with pytest.raises(FrameFormatError, match=r"format b'PWV3'.*regenerate"):
         decode_frames(b"PWV3" + data[4:])
+
+
+@pytest.mark.slow  # ~20 s: a spawned interpreter imports streaming and loads the kernels
+def test_decodes_in_a_fresh_process():
+    # Loader workers decode in processes of their own: the compiled kernels load there too.
+    frames, boxes = next(scenario_videos("collision_28k", 1, "resolution=32"))
+    data = [encode_frames(frames, 3, boxes), encode_frames(frames, 1)]
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        decoded = pool.map(decode_frames, data)
+    for out in decoded:
+        np.testing.assert_array_equal(out, frames)
