@@ -17,6 +17,10 @@ PHYWORLD_RUN_ROOT=${PHYWORLD_RUN_ROOT:-$HOME/phyworld/runs}
 # Job logs (stdout, NCCL debug files): one folder per job under here.
 PHYWORLD_LOG_ROOT=${PHYWORLD_LOG_ROOT:-$HOME/phyworld/logs}
 
+# datagen's compiled kernels (numba) are cached once and reused by every array task; the default
+# cache sits beside the installed package, which may be read-only on a cluster.
+export NUMBA_CACHE_DIR=${NUMBA_CACHE_DIR:-$HOME/.cache/phyworld-numba}
+
 # --- software: how a job gets a Python with phyworld installed ----------------------------------
 # The interpreter every job step runs.
 PHYWORLD_PYTHON=${PHYWORLD_PYTHON:-python}
