@@ -35,6 +35,7 @@ dataset class in a module that imports `datagen.schema`.
 from __future__ import annotations
 
 import json
+import math
 import struct
 import zlib
 from typing import Any
@@ -56,9 +57,9 @@ COLUMNS: dict[str, str] = {
     "split": "str",
     "level": "str",
     "frames": "video_zstd",
-    "positions": "ndarray:float32",
-    "velocities": "ndarray:float32",
-    "angles": "ndarray:float32",
+    "positions": "float32_zstd",
+    "velocities": "float32_zstd",
+    "angles": "float32_zstd",
     "objects": "json",
     "params": "json",
 }
@@ -415,6 +416,68 @@ class VideoZstd(mds_encodings.Encoding):
 
 
 mds_encodings._encodings["video_zstd"] = VideoZstd
+
+
+# ----------------------------------------------------------------------------------------------
+# The state arrays: float32, zstd-compressed
+# ----------------------------------------------------------------------------------------------
+
+STATES_MAGIC = b"PWF1"
+STATES_LEVEL = 3
+_RAW, _ZSTD = 0, 1  # how the values follow the header
+_states_compressor = zstandard.ZstdCompressor(level=STATES_LEVEL, write_checksum=True)
+
+
+def encode_states(array: np.ndarray) -> bytes:
+    """float32 array -> `float32_zstd` bytes: "PWF1", codec and ndim (uint8), shape (uint32),
+    then the little-endian values, zstd-compressed unless that would not make them smaller.
+
+    Per-frame states are mostly smooth or constant (a ball's y, its angle, a velocity between
+    contacts), so zstd stores them in a fraction of the bytes: ~0.9 KiB less per two-ball
+    video than raw arrays."""
+    values = np.ascontiguousarray(array, dtype="<f4")
+    raw = values.tobytes()
+    packed = _states_compressor.compress(raw)
+    codec, payload = (_ZSTD, packed) if len(packed) < len(raw) else (_RAW, raw)
+    head = struct.pack(f"<4sBB{values.ndim}I", STATES_MAGIC, codec, values.ndim, *values.shape)
+    return head + payload
+
+
+def decode_states(data: bytes) -> np.ndarray:
+    """Inverse of `encode_states` (a read-only float32 array); a corrupt column raises
+    `FrameFormatError`."""
+    if len(data) < 6 or data[:4] != STATES_MAGIC:
+        raise FrameFormatError(
+            f"not a float32_zstd state column (starts {bytes(data[:4])!r}, expected "
+            f"{STATES_MAGIC!r}): regenerate the dataset with this version (python -m datagen CONFIG)"
+        )
+    codec, ndim = data[4], data[5]
+    if codec not in (_RAW, _ZSTD) or len(data) < 6 + 4 * ndim:
+        raise FrameFormatError("corrupt float32_zstd state column: bad header")
+    shape = struct.unpack_from(f"<{ndim}I", data, 6)
+    payload = data[6 + 4 * ndim :]
+    try:
+        raw = _decompressor.decompress(payload) if codec == _ZSTD else bytes(payload)
+    except zstandard.ZstdError as err:
+        raise FrameFormatError(f"corrupt float32_zstd state column: zstd: {err}") from err
+    if len(raw) != 4 * math.prod(shape):
+        raise FrameFormatError(
+            f"corrupt float32_zstd state column: {len(raw)} bytes for shape {shape}"
+        )
+    return np.frombuffer(raw, "<f4").reshape(shape)
+
+
+class StatesZstd(mds_encodings.Encoding):
+    """MDS encoding `float32_zstd`: lossless float32 arrays of any shape (the states)."""
+
+    def encode(self, obj: Any) -> bytes:
+        return encode_states(obj)
+
+    def decode(self, data: bytes) -> np.ndarray:
+        return decode_states(data)
+
+
+mds_encodings._encodings["float32_zstd"] = StatesZstd
 
 
 def to_json(obj: Any) -> str:

@@ -8,11 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from streaming import MDSWriter
 
 from datagen.config import DatagenConfig
-from datagen.generate import make_plan
+from datagen.generate import make_plan, make_samples
 from datagen.render import draw
-from datagen.schema import FrameFormatError, decode_frames, encode_frames, found_boxes
+from datagen.schema import (
+    COLUMNS,
+    FrameFormatError,
+    decode_frames,
+    decode_states,
+    encode_frames,
+    encode_states,
+    found_boxes,
+)
 from phyworld.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "data"
@@ -191,3 +200,69 @@ def test_decodes_in_a_fresh_process():
         decoded = pool.map(decode_frames, data)
     for out in decoded:
         np.testing.assert_array_equal(out, frames)
+
+
+# ----------------------------------------------------------------------------------------------
+# The state columns (float32_zstd) and the whole sample
+# ----------------------------------------------------------------------------------------------
+
+
+def samples(config: str, count: int):
+    cfg = load_config(DatagenConfig, [str(CONFIGS / f"{config}.yaml"), "output=unused"])
+    plan = make_plan(cfg)
+    return make_samples(plan, np.linspace(0, plan.count - 1, count).astype(int).tolist())
+
+
+@pytest.mark.parametrize("config", ["uniform_30k", "parabola_30k", "collision_28k", "phyre_tiny"])
+def test_states_round_trip_exactly(config):
+    for sample in samples(config, 4):
+        for key in ("positions", "velocities", "angles"):
+            array = sample[key]
+            decoded = decode_states(encode_states(array))
+            assert decoded.dtype == np.float32 and decoded.shape == array.shape
+            assert decoded.tobytes() == array.astype(np.float32).tobytes()  # bit for bit
+
+
+def test_incompressible_states_are_stored_raw():
+    noise = np.random.default_rng(0).standard_normal((32, 3, 2)).astype(np.float32)
+    data = encode_states(noise)
+    assert len(data) == 6 + 4 * 3 + noise.nbytes  # header + raw values, no zstd frame
+    np.testing.assert_array_equal(decode_states(data), noise)
+    np.testing.assert_array_equal(decode_states(encode_states(np.zeros(0, np.float32))), [])
+
+
+def test_damaged_state_columns_raise_a_clear_error():
+    data = encode_states(np.zeros((32, 2, 2), np.float32))
+    with pytest.raises(FrameFormatError, match="not a float32_zstd state column"):
+        decode_states(b"XXXX" + data[4:])
+    with pytest.raises(FrameFormatError, match="corrupt float32_zstd"):
+        decode_states(data[:-3])
+    with pytest.raises(FrameFormatError, match="bad header"):
+        decode_states(data[:4] + b"\x07" + data[5:])
+
+
+def test_whole_sample_meets_the_storage_goal(tmp_path):
+    # Everything a 128x128x32 kinematic sample stores (frames, states, JSON, MDS bookkeeping)
+    # in <= 6 KiB, two balls included.
+    for config in ("uniform_30k", "parabola_30k", "collision_28k"):
+        rows = samples(config, 16)
+        with MDSWriter(out=str(tmp_path / config), columns=COLUMNS, size_limit=1 << 24) as mds:
+            for row in rows:
+                mds.write(row)
+        shards = sum(p.stat().st_size for p in (tmp_path / config).glob("shard.*.mds"))
+        assert shards / len(rows) <= 6 * 1024, (config, shards / len(rows))
+        read = list(iter_mds(tmp_path / config))
+        for row, back in zip(rows, read):
+            assert back["positions"].tobytes() == row["positions"].tobytes()
+            np.testing.assert_array_equal(back["frames"], decode_frames(row["frames"]))
+
+
+def iter_mds(root: Path):
+    import json
+
+    from streaming.base.format import reader_from_json
+
+    index = json.loads((root / "index.json").read_text())
+    for info in index["shards"]:
+        shard = reader_from_json(str(root), None, info)
+        yield from (shard.decode_sample(shard.get_sample_data(i)) for i in range(shard.samples))
