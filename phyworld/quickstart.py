@@ -106,7 +106,14 @@ def train(cfg: QuickstartConfig, data: Path, run: Path) -> None:
 
 
 def evaluate(cfg: QuickstartConfig, run: Path, sets: dict[str, Path]) -> None:
-    """Velocity errors of the final checkpoint on every eval set, with the ground-truth floor."""
+    """Velocity errors of the final checkpoint on every eval set, with the ground-truth floor
+    (skipped when metrics.jsonl already holds the final step for every set)."""
+    metrics = run / "eval" / "metrics.jsonl"
+    if metrics.is_file():
+        rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+        if {(cfg.steps, name) for name in sets} <= {(r["step"], r["set"]) for r in rows}:
+            print(f"{metrics}: step {cfg.steps} exists, skipped", flush=True)
+            return
     eval_sets = [
         {"name": name, "path": str(path), "kind": "kinematic"} for name, path in sets.items()
     ]

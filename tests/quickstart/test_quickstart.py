@@ -55,10 +55,11 @@ def test_quickstart_runs_end_to_end_and_reports_id_and_ood(tmp_path: Path) -> No
     assert id_err > 0 and id_err * 1.3 < ood_err, (error, log[-2000:])
     assert (out / "report" / "table.md").is_file()
 
-    # a second run skips the finished datasets and the finished training
+    # a second run skips the finished datasets, training and evaluation
     again = subprocess.run(
         [sys.executable, "-m", "phyworld.quickstart", f"out={out}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("exists, skipped") == 3
+    assert again.stdout.count("exists, skipped") == 4  # 3 datasets + the evaluated step
+    assert again.stdout.count("$ python -m eval ") == 0
