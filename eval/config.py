@@ -79,7 +79,8 @@ class EvalConfig:
     run_dir: str = ""  # where metrics.jsonl / tb / videos go; default: the checkpoint's run
     watch: bool = False  # follow RUN/checkpoints and evaluate each new complete checkpoint once
     poll_s: float = 60.0  # watcher: seconds between scans
-    stop_after_s: float = 0.0  # watcher: give up after this long with nothing new (0: never)
+    stop_after_s: float = 0.0  # watcher: give up after this long with nothing new (0: never; it
+    # also stops once training has written its last checkpoint and that is evaluated)
     sets: list[EvalSetConfig] = field(default_factory=list)
     ema: bool = True  # evaluate the EMA weights
     device: str = "auto"  # auto (cuda if available) | cpu | cuda

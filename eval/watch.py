@@ -9,7 +9,8 @@ The watcher lists `RUN/checkpoints/step_*` directories that are complete (traini
 COMPLETE marker last and renames into place, so a half-written checkpoint is never listed), skips
 those already in metrics.jsonl with every configured set (so a restarted watcher picks up where
 it stopped), and evaluates the rest oldest first. A checkpoint pruned by training while waiting is
-skipped with a warning.
+skipped with a warning. It stops by itself once the run's last checkpoint (step = max_steps) is
+evaluated.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from eval.config import EvalConfig
 from eval.evaluate import CheckpointLoadError, evaluate_checkpoint
@@ -119,10 +121,28 @@ def pending(run_dir: Path, cfg: EvalConfig) -> list[Path]:
     return [p for p in found if not wanted <= done.get(p.name, set()) and is_complete(p)]
 
 
+def training_finished(run_dir: Path) -> bool:
+    """True when the run's newest complete checkpoint is its last: its step is the `max_steps`
+    of the config saved with it (a run resumed later with more steps starts a new watch)."""
+    root = Path(run_dir) / "checkpoints"
+    found = sorted(p for p in root.glob("step_*") if p.is_dir()) if root.is_dir() else []
+    complete = [p for p in found if is_complete(p)]
+    if not complete:
+        return False
+    newest = complete[-1]
+    try:
+        max_steps = OmegaConf.load(newest / "config.yaml").max_steps
+    except (OSError, ValueError, AttributeError):
+        return False
+    return int(newest.name.split("_")[1]) >= int(max_steps)
+
+
 def watch(run_dir: Path, cfg: EvalConfig, nets: dict) -> int:
     """Evaluate new checkpoints as they appear; returns how many were evaluated.
 
-    Stops after `stop_after_s` seconds without a new checkpoint (0: runs until killed).
+    Stops once training has written its last checkpoint (`training_finished`) and every
+    checkpoint is evaluated, or after `stop_after_s` seconds without a new checkpoint (0: only
+    when training has finished).
     """
     evaluated, idle_since = 0, time.time()
     print(f"[eval] watching {run_dir}/checkpoints every {cfg.poll_s}s", flush=True)
@@ -140,6 +160,9 @@ def watch(run_dir: Path, cfg: EvalConfig, nets: dict) -> int:
                     stacklevel=1,
                 )
             idle_since = time.time()
+        if training_finished(run_dir) and not pending(run_dir, cfg):
+            print(f"[eval] {run_dir}: training finished, every checkpoint evaluated", flush=True)
+            return evaluated
         if cfg.stop_after_s and time.time() - idle_since > cfg.stop_after_s:
             return evaluated
         time.sleep(cfg.poll_s)

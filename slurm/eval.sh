@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The eval watcher beside a training run: evaluates each new complete checkpoint of RUN once.
 #   slurm/submit.sh slurm/eval.sh configs/eval/uniform.yaml checkpoint=RUN watch=true [key=value ...]
-# One GPU generates the continuations; it follows RUN/checkpoints until killed or until
-# `stop_after_s` passes without a new checkpoint (set it to end the job after training ends).
+# One GPU generates the continuations; it follows RUN/checkpoints and ends once training's last
+# checkpoint (step = max_steps) is evaluated, or when `stop_after_s` passes without a new one.
 # Results: RUN/eval/metrics.jsonl, RUN/tb (TensorBoard, beside training), RUN/eval/videos.
 # Restarting (requeue, preemption) is safe: checkpoints already in metrics.jsonl are skipped.
 #SBATCH --job-name=phyworld-eval

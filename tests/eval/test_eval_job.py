@@ -308,3 +308,22 @@ def test_trained_checkpoint_end_to_end(tmp_path):
         rows = list(csv.DictReader(f))
     assert {r["data_size"] for r in rows} == {"32"}
     assert (out / "fig3_velocity_error.png").stat().st_size > 0
+
+
+def test_training_finished_when_the_newest_checkpoint_is_the_last(tmp_path):
+    from eval.watch import training_finished
+
+    def checkpoint(step: int, complete: bool = True) -> None:
+        path = tmp_path / "checkpoints" / f"step_{step:08d}"
+        path.mkdir(parents=True)
+        (path / "config.yaml").write_text("max_steps: 20\n")
+        if complete:
+            (path / "COMPLETE").write_text("{}")
+
+    assert not training_finished(tmp_path)  # no checkpoints yet
+    checkpoint(10)
+    assert not training_finished(tmp_path)
+    checkpoint(20, complete=False)  # the last one, still being written
+    assert not training_finished(tmp_path)
+    (tmp_path / "checkpoints" / "step_00000020" / "COMPLETE").write_text("{}")
+    assert training_finished(tmp_path)

@@ -56,3 +56,8 @@ def test_watcher_evaluates_each_checkpoint_once(slurm_cluster, tmp_path: Path) -
     ]
     evaluated = sorted(r["step"] for r in records if r["set"] == "uniform_id")
     assert evaluated == written  # every checkpoint, each once
+    # ... and it ended because training had (not by waiting out stop_after_s)
+    logs = "".join(
+        p.read_text(errors="replace") for p in (tmp_path / "logs").rglob("*") if p.is_file()
+    )
+    assert "training finished, every checkpoint evaluated" in logs
