@@ -113,6 +113,25 @@ def _blend(pixels, f, i, j, colour, a):
         pixels[ch, fu, iu, ju] = np.uint8(np.rint(old + (colour[ch] - old) * a))
 
 
+NO_PIXEL = 1 << 62  # `_blend_span`'s first column when it covered none (any real one is less)
+
+
+@njit(cache=True, inline="always")
+def _blend_span(pixels, f, i, j0, j1, colour, shape):
+    """Blend the object into columns j0 <= j < j1 of row i of frame f, where its coverage must be
+    computed; `shape` = (kind, paper, k, u, dy, c, s) as `_coverage` takes them, u the centre's
+    column. Returns the first and last column it covered (NO_PIXEL, -1 when none)."""
+    kind, paper, k, u, dy, c, s = shape
+    first, last = NO_PIXEL, -1
+    for j in range(j0, j1):
+        dx = np.float32(j + 0.5 - u)
+        a = _coverage(kind, paper, k, dx, dy, c, s)
+        if a > F0:
+            _blend(pixels, f, i, j, colour, a)
+            first, last = min(first, j), j
+    return first, last
+
+
 @njit(cache=True)
 def _paint_shape(pixels, boxes, xy, world, cos_a, sin_a, ex, ey, kind, paper, k, colour):
     """Paint one circle / ring / box centred at world `xy` (T, 2) in every frame; returns the
@@ -158,27 +177,19 @@ def _paint_shape(pixels, boxes, xy, world, cos_a, sin_a, ex, ey, kind, paper, k,
                     fill_hi = max(min(hi, np.int64(np.floor(u - 0.5 + half)) + 1), fill_lo)
                 else:
                     fill_lo = fill_hi = hi
-            for j in range(lo, fill_lo):
-                dx = np.float32(j + 0.5 - u)
-                a = _coverage(kind, paper, k, dx, dy, cos_a[f], sin_a[f])
-                if a > F0:
-                    _blend(pixels, f, i, j, colour, a)
-                    top, bottom = min(top, i), max(bottom, i)
-                    left, right = min(left, j), max(right, j)
+            shape = (kind, paper, k, u, dy, cos_a[f], sin_a[f])
+            first, last = _blend_span(pixels, f, i, lo, fill_lo, colour, shape)
             if fill_hi > fill_lo:
                 fu, iu = np.uint64(f), np.uint64(i)
                 for ch in range(np.uint64(3)):
                     for j in range(np.uint64(fill_lo), np.uint64(fill_hi)):
                         pixels[ch, fu, iu, j] = colour_u8[ch]
+                first, last = min(first, fill_lo), max(last, fill_hi - 1)
+            right_first, right_last = _blend_span(pixels, f, i, fill_hi, hi, colour, shape)
+            first, last = min(first, right_first), max(last, right_last)
+            if last >= 0:  # the row has covered pixels
                 top, bottom = min(top, i), max(bottom, i)
-                left, right = min(left, fill_lo), max(right, fill_hi - 1)
-            for j in range(fill_hi, hi):
-                dx = np.float32(j + 0.5 - u)
-                a = _coverage(kind, paper, k, dx, dy, cos_a[f], sin_a[f])
-                if a > F0:
-                    _blend(pixels, f, i, j, colour, a)
-                    top, bottom = min(top, i), max(bottom, i)
-                    left, right = min(left, j), max(right, j)
+                left, right = min(left, first), max(right, last)
         if bottom >= 0:
             boxes[n, 0], boxes[n, 1], boxes[n, 2] = f, top, bottom + 1
             boxes[n, 3], boxes[n, 4] = left, right + 1
