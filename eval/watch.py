@@ -22,12 +22,13 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from omegaconf import OmegaConf
 
 from eval.config import EvalConfig
 from eval.evaluate import CheckpointLoadError, evaluate_checkpoint
+from phyworld.config import from_yaml
 from phyworld.storage import write_bytes
-from training.checkpoint import is_complete
+from training.checkpoint import is_complete, latest
+from training.config import TrainConfig
 
 METRICS = "metrics.jsonl"
 
@@ -124,17 +125,11 @@ def pending(run_dir: Path, cfg: EvalConfig) -> list[Path]:
 def training_finished(run_dir: Path) -> bool:
     """True when the run's newest complete checkpoint is its last: its step is the `max_steps`
     of the config saved with it (a run resumed later with more steps starts a new watch)."""
-    root = Path(run_dir) / "checkpoints"
-    found = sorted(p for p in root.glob("step_*") if p.is_dir()) if root.is_dir() else []
-    complete = [p for p in found if is_complete(p)]
-    if not complete:
+    newest = latest(run_dir)
+    if newest is None:
         return False
-    newest = complete[-1]
-    try:
-        max_steps = OmegaConf.load(newest / "config.yaml").max_steps
-    except (OSError, ValueError, AttributeError):
-        return False
-    return int(newest.name.split("_")[1]) >= int(max_steps)
+    cfg = from_yaml(TrainConfig, (newest / "config.yaml").read_text())
+    return int(newest.name.split("_")[1]) >= cfg.max_steps
 
 
 def watch(run_dir: Path, cfg: EvalConfig, nets: dict) -> int:
