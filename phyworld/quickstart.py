@@ -23,6 +23,7 @@ from pathlib import Path
 from phyworld.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[1]
+METRICS = Path("eval") / "metrics.jsonl"  # under the run, written by `python -m eval`
 EVAL_SETS = {
     # name: (datagen config, level label)
     "uniform_eval_id": "configs/data/uniform_eval_id.yaml",
@@ -108,12 +109,9 @@ def train(cfg: QuickstartConfig, data: Path, run: Path) -> None:
 def evaluate(cfg: QuickstartConfig, run: Path, sets: dict[str, Path]) -> None:
     """Velocity errors of the final checkpoint on every eval set, with the ground-truth floor
     (skipped when metrics.jsonl already holds the final step for every set)."""
-    metrics = run / "eval" / "metrics.jsonl"
-    if metrics.is_file():
-        rows = [json.loads(line) for line in metrics.read_text().splitlines()]
-        if {(cfg.steps, name) for name in sets} <= {(r["step"], r["set"]) for r in rows}:
-            print(f"{metrics}: step {cfg.steps} exists, skipped", flush=True)
-            return
+    if {(cfg.steps, name) for name in sets} <= {(r["step"], r["set"]) for r in metric_rows(run)}:
+        print(f"{run / METRICS}: step {cfg.steps} exists, skipped", flush=True)
+        return
     eval_sets = [
         {"name": name, "path": str(path), "kind": "kinematic"} for name, path in sets.items()
     ]
@@ -129,9 +127,15 @@ def evaluate(cfg: QuickstartConfig, run: Path, sets: dict[str, Path]) -> None:
     )
 
 
+def metric_rows(run: Path) -> list[dict]:
+    """The eval records of the run (none before its first evaluation)."""
+    path = run / METRICS
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
 def velocity_errors(run: Path) -> dict[str, tuple[float, float]]:
     """Eval set -> (model's velocity error, ground-truth floor) at the newest evaluated step."""
-    rows = [json.loads(line) for line in (run / "eval" / "metrics.jsonl").read_text().splitlines()]
+    rows = metric_rows(run)
     newest = max(row["step"] for row in rows)
     return {
         row["set"]: (float(row["vel_error"]), float(row.get("vel_error_gt", "nan")))
@@ -156,7 +160,7 @@ def main(argv: list[str]) -> None:
     _python("eval.report", [str(run), f"out={report}"])
 
     _say(f"done in {time.monotonic() - t0:.0f} s")
-    print(f"  metrics      {run / 'eval' / 'metrics.jsonl'}")
+    print(f"  metrics      {run / METRICS}")
     print(f"  TensorBoard  tensorboard --logdir {run / 'tb'}")
     print(f"  videos       {run / 'eval'} (ground truth | generated), and TensorBoard's Images tab")
     print(f"  report       {report} (table.md, fig3_velocity_error.png)")
