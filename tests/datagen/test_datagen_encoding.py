@@ -22,6 +22,7 @@ from datagen.schema import (
     encode_states,
     found_boxes,
 )
+from datagen.shards import iter_samples
 from phyworld.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "data"
@@ -251,18 +252,7 @@ def test_whole_sample_meets_the_storage_goal(tmp_path):
                 mds.write(row)
         shards = sum(p.stat().st_size for p in (tmp_path / config).glob("shard.*.mds"))
         assert shards / len(rows) <= 6 * 1024, (config, shards / len(rows))
-        read = list(iter_mds(tmp_path / config))
+        read = list(iter_samples(str(tmp_path / config), verify=False))
         for row, back in zip(rows, read):
             assert back["positions"].tobytes() == row["positions"].tobytes()
             np.testing.assert_array_equal(back["frames"], decode_frames(row["frames"]))
-
-
-def iter_mds(root: Path):
-    import json
-
-    from streaming.base.format import reader_from_json
-
-    index = json.loads((root / "index.json").read_text())
-    for info in index["shards"]:
-        shard = reader_from_json(str(root), None, info)
-        yield from (shard.decode_sample(shard.get_sample_data(i)) for i in range(shard.samples))
