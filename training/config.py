@@ -46,6 +46,7 @@ class DiffusionConfig:
     cond_frames: int = 3  # c: 3 for kinematics, 1 for combinatorial scenes
     sample_steps: int = 10  # Euler steps used by eval and the logged videos
     timestep_sampling: str = "logit_normal"  # logit_normal | uniform
+    prediction: str = "velocity"  # what the network outputs: velocity | x0 (see training.diffusion)
 
 
 @dataclass

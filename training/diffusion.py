@@ -11,6 +11,14 @@ itself, in training and in sampling alike, so the model never sees noisy version
 given. The loss counts only the frames after the first c: on the condition frames the answer is
 an input, so they would add a copy task that teaches nothing and makes the loss scale depend on
 c / T. The sampler writes the given frames back unchanged.
+
+What the network outputs (`prediction`): the velocity itself (`velocity`, SD3's choice), or the
+clean video (`x0`, JiT's "x-prediction", Li & He 2025), from which the velocity follows as
+`v = (x_t - x0_hat) / t`. The loss is the same velocity MSE either way. x0 lies on the data's
+low-dimensional manifold (white background, a few discs) while v holds full-rank noise, so x0 is
+the easier target for a model whose width is close to a token's size: there it makes sharp frames
+where velocity prediction leaves grain (docs/quickstart.md). `t` is clipped at `MIN_T` in that
+division, so the loss weight 1 / t^2 on the x0 error stays bounded.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ import torch
 from torch import nn
 
 TIMESTEP_SAMPLING = ("logit_normal", "uniform")
+PREDICTIONS = ("velocity", "x0")
+MIN_T = 0.05  # x0 prediction: t below this is treated as this in v = (x_t - x0_hat) / t
 
 
 def condition(x0: torch.Tensor, cond_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,6 +65,18 @@ def sample_timesteps(
             f"diffusion.timestep_sampling must be one of {TIMESTEP_SAMPLING}, got {kind!r}"
         )
     return t
+
+
+def predicted_velocity(
+    output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, prediction: str
+) -> torch.Tensor:
+    """The flow velocity (B, C, T, H, W) that the network's `output` stands for at (x_t, t (B,))."""
+    if prediction == "velocity":
+        return output
+    if prediction == "x0":
+        t_ = t.to(x_t.dtype).clamp(min=MIN_T).view(-1, 1, 1, 1, 1)
+        return (x_t - output) / t_
+    raise ValueError(f"diffusion.prediction must be one of {PREDICTIONS}, got {prediction!r}")
 
 
 @dataclass
@@ -104,11 +126,13 @@ def loss(
     cond_frames: int,
     timestep_sampling: str = "logit_normal",
     generator: torch.Generator | None = None,
+    prediction: str = "velocity",
 ) -> torch.Tensor:
     """Mean squared velocity error over the frames after the first `cond_frames` (a scalar)."""
     inputs = flow_inputs(x0, cond_frames, timestep_sampling, generator)
-    prediction = model(inputs.x_t, inputs.t, inputs.cond, inputs.mask)
-    total, count = loss_terms(prediction, inputs.target, inputs.mask)
+    output = model(inputs.x_t, inputs.t, inputs.cond, inputs.mask)
+    velocity = predicted_velocity(output, inputs.x_t, inputs.t, prediction)
+    total, count = loss_terms(velocity, inputs.target, inputs.mask)
     return total / count
 
 
@@ -120,11 +144,12 @@ def sample(
     steps: int = 10,
     generator: torch.Generator | None = None,
     frames: int | None = None,
+    prediction: str = "velocity",
 ) -> torch.Tensor:
     """Generate latent videos that continue the first `cond_frames` frames of x0_cond.
 
     x0_cond: (B, C, T0, H, W) with T0 >= cond_frames; frames after the first c are ignored.
-    frames: length of the output (default T0). Returns (B, C, frames, H, W) whose first c
+    frames: length of the output (default T0); prediction: what the model outputs. Returns (B, C, frames, H, W) whose first c
     frames are exactly x0_cond's. Euler steps on a uniform grid of t from 1 to 0.
     """
     if steps < 1:
@@ -144,6 +169,7 @@ def sample(
     x = torch.where(keep, given, x)
     ts = torch.linspace(1.0, 0.0, steps + 1, device=x.device)
     for t, t_next in itertools.pairwise(ts):
-        v = model(x, t.expand(B), cond, mask)
+        t_batch = t.expand(B)
+        v = predicted_velocity(model(x, t_batch, cond, mask), x, t_batch, prediction)
         x = torch.where(keep, given, x + (t_next - t).to(x.dtype) * v)
     return x

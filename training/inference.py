@@ -63,7 +63,13 @@ class Generator:
             self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
         ):
             latents = diffusion.sample(
-                self.model, x0_cond, cond_frames, steps, generator, frames=frames or video.shape[2]
+                self.model,
+                x0_cond,
+                cond_frames,
+                steps,
+                generator,
+                frames=frames or video.shape[2],
+                prediction=cfg.prediction,
             )
         out = self.autoencoder.decode(latents.float()).clamp(-1, 1)
         out[:, :, :cond_frames] = video[:, :, :cond_frames]  # the given frames, exactly

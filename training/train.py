@@ -139,7 +139,12 @@ def main(argv: list[str]) -> None:
         for _ in range(cfg.parallel.grad_accum_steps):
             x0 = to_latents(next(stream), autoencoder, cfg.data.resolution, env.device).to(dtype)
             loss = diffusion.loss(
-                engine, x0, cfg.diffusion.cond_frames, cfg.diffusion.timestep_sampling, noise
+                engine,
+                x0,
+                cfg.diffusion.cond_frames,
+                cfg.diffusion.timestep_sampling,
+                noise,
+                cfg.diffusion.prediction,
             )
             engine.backward(loss)
             engine.step()
@@ -232,7 +237,12 @@ def log_video(
     model.eval()
     generator = torch.Generator(device=x0.device).manual_seed(step)  # not the training generators
     generated = diffusion.sample(
-        model, x0, cfg.diffusion.cond_frames, cfg.diffusion.sample_steps, generator
+        model,
+        x0,
+        cfg.diffusion.cond_frames,
+        cfg.diffusion.sample_steps,
+        generator,
+        prediction=cfg.diffusion.prediction,
     )
     model.train()
     metrics.video(step, autoencoder.decode(x0.float()), autoencoder.decode(generated.float()))

@@ -95,3 +95,57 @@ def test_sampler_follows_an_exact_velocity_field():
 
     out = diffusion.sample(oracle, target, 1, steps=3, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(out, target, rtol=1e-5, atol=1e-5)
+
+
+def test_sampler_with_x0_prediction_lands_on_the_predicted_video():
+    """A network that outputs the clean video (prediction=x0) is turned into the same velocity."""
+    target = video()
+
+    def oracle(x_t, t, cond, mask):
+        return target
+
+    for steps in (1, 3):
+        out = diffusion.sample(
+            oracle, target, 1, steps, torch.Generator().manual_seed(0), prediction="x0"
+        )
+        torch.testing.assert_close(out, target, rtol=1e-5, atol=1e-5)
+
+
+def test_x0_prediction_of_the_truth_has_zero_loss_above_min_t():
+    x0 = video(seed=2)
+    inputs = diffusion.flow_inputs(x0, 1, "uniform", torch.Generator().manual_seed(0))
+    velocity = diffusion.predicted_velocity(x0, inputs.x_t, inputs.t, "x0")
+    above = inputs.t >= diffusion.MIN_T
+    assert above.any()
+    scored = (slice(None), slice(None), slice(1, None))  # after the condition frame
+    torch.testing.assert_close(
+        velocity[scored][above], inputs.target[scored][above], rtol=1e-4, atol=1e-4
+    )
+    # a wrong x0 by d costs d / t in velocity: the loss weights early (clean) times most
+    wrong = diffusion.predicted_velocity(x0 + 0.1, inputs.x_t, inputs.t, "x0")
+    t = inputs.t.clamp(min=diffusion.MIN_T).view(-1, 1, 1, 1, 1)
+    torch.testing.assert_close(
+        (inputs.target - wrong)[scored][above], (0.1 / t).expand_as(x0)[scored][above]
+    )
+
+
+def test_loss_with_x0_prediction_decreases_when_overfitting_one_batch():
+    model = tiny()
+    x0 = video(seed=1).clamp(-1, 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(20):
+        g = torch.Generator().manual_seed(0)
+        loss = diffusion.loss(model, x0, 1, "uniform", generator=g, prediction="x0")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.4 * first, f"loss went from {first:.3f} to {last:.3f}"
+
+
+def test_an_unknown_prediction_names_the_choices():
+    x = video()
+    with pytest.raises(ValueError, match=r"diffusion.prediction.*velocity.*x0"):
+        diffusion.predicted_velocity(x, x, torch.ones(2), "eps")
