@@ -46,13 +46,14 @@ def test_quickstart_runs_end_to_end_and_reports_id_and_ood(tmp_path: Path) -> No
     assert found, log[-2000:]
     assert {r["set"] for r in rows} == {"uniform_eval_id", "uniform_eval_v_out"}
     # the paper's direction: errors are worse outside the training range (measured at the
-    # defaults: ID 9.3 vs OOD 16.4 world units/s, 1.8x; the paper's 3x+ needs a longer run)
+    # defaults: ID 1.20 vs OOD 2.38 world units/s, 2.0x; with velocity prediction and the default
+    # RoPE theta it was 9.7 vs 16.7, see docs/quickstart.md)
     error = {r["set"]: r["vel_error"] for r in rows}
     floor = {r["set"]: r["vel_error_gt"] for r in rows}
     id_err, ood_err = error["uniform_eval_id"], error["uniform_eval_v_out"]
     assert (float(found[1]), float(found[2])) == (round(id_err, 3), round(ood_err, 3))
     assert all(0 <= f < 0.5 for f in floor.values()), floor  # the parser sees the true motion
-    assert id_err > 0 and id_err * 1.3 < ood_err, (error, log[-2000:])
+    assert 0 < id_err < 2.0 and id_err * 1.5 < ood_err, (error, log[-2000:])
     assert (out / "report" / "table.md").is_file()
 
     # a second run skips the finished datasets, training and evaluation
