@@ -149,8 +149,9 @@ def sample(
     """Generate latent videos that continue the first `cond_frames` frames of x0_cond.
 
     x0_cond: (B, C, T0, H, W) with T0 >= cond_frames; frames after the first c are ignored.
-    frames: length of the output (default T0); prediction: what the model outputs. Returns (B, C, frames, H, W) whose first c
-    frames are exactly x0_cond's. Euler steps on a uniform grid of t from 1 to 0.
+    frames: length of the output (default T0); prediction: what the model outputs (velocity | x0).
+    Returns (B, C, frames, H, W) whose first c frames are exactly x0_cond's. Euler steps on a
+    uniform grid of t from 1 to 0.
     """
     if steps < 1:
         raise ValueError(f"diffusion.sample_steps must be >= 1, got {steps}")
