@@ -86,7 +86,14 @@ def make_datasets(cfg: QuickstartConfig, data: Path) -> dict[str, Path]:
 
 
 def train(cfg: QuickstartConfig, data: Path, run: Path) -> None:
-    """A small DiT with configs/train/quickstart.yaml's recipe, resumed if a checkpoint exists."""
+    """A small DiT with configs/train/quickstart.yaml's recipe, resumed if a checkpoint exists
+    (skipped when the checkpoint of the final step is complete)."""
+    from training.checkpoint import is_complete, step_dir  # imports torch: only when needed
+
+    final = step_dir(run, cfg.steps)
+    if is_complete(final):
+        print(f"{final}: exists, skipped", flush=True)
+        return
     _python(
         "training",
         [

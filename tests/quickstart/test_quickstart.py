@@ -62,5 +62,6 @@ def test_quickstart_runs_end_to_end_and_reports_id_and_ood(tmp_path: Path) -> No
         cwd=tmp_path, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("exists, skipped") == 4  # 3 datasets + the evaluated step
+    assert again.stdout.count("exists, skipped") == 5  # 3 datasets, the final checkpoint, its eval
+    assert again.stdout.count("$ python -m training ") == 0
     assert again.stdout.count("$ python -m eval ") == 0
