@@ -4,8 +4,9 @@ Numbering follows the authors' generator (phyworld's `task_scripts/main/task1000
 C(8, 4) combinations of `OBJECT_TYPES` in `itertools.combinations` order, shuffled once with
 `random.Random(4)`. Template k here is their task template `10000 + k`, so results can be
 compared template by template. Templates 0-59 are for training, 60-69 are held out for
-out-of-template evaluation. The 6-template training subset is the authors' hand-picked set that
-covers every pair of object groups; the 30- and 60-template subsets are the first 30 and 60.
+out-of-template evaluation. The training subsets are the authors' (their README): 6 templates
+hand-picked to cover every pair of object groups, 30 = the even templates 0, 2, ..., 58 (their
+task-id pattern `100[0-5][02468]`), 60 = all of 0-59.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ OUT_OF_TEMPLATE: tuple[int, ...] = tuple(range(60, 70))
 # Training subsets by size; every one lies inside templates 0-59.
 TRAIN_SUBSETS: dict[int, tuple[int, ...]] = {
     6: (3, 5, 16, 23, 24, 53),
-    30: tuple(range(30)),
+    30: tuple(range(0, 60, 2)),  # the authors' `100[0-5][02468]`: the even templates 0-58
     60: tuple(range(60)),
 }
 

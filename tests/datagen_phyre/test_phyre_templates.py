@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from itertools import combinations
 
 import pytest
@@ -49,6 +50,15 @@ def test_splits_are_disjoint_and_sized():
     assert set(TRAIN_SUBSETS[60]) | held_out == set(range(70))
     # The 6-template set covers every object type, so out-of-template scenes hold known objects.
     assert {o for t in TRAIN_SUBSETS[6] for o in template_objects(t)} == set(OBJECT_TYPES)
+
+
+def test_subsets_are_the_authors():
+    # Their README: the 30-template subset is the task ids matching `100[0-5][02468]` (the even
+    # templates 0-58, not the first 30), the 6-template one the ids listed there.
+    ids = [k for k in range(NUM_TEMPLATES) if re.fullmatch(r"100[0-5][02468]", str(10000 + k))]
+    assert TRAIN_SUBSETS[30] == tuple(ids) == tuple(range(0, 59, 2))
+    assert TRAIN_SUBSETS[6] == (3, 5, 16, 23, 24, 53)
+    assert TRAIN_SUBSETS[60] == tuple(range(60))
 
 
 def test_resolve_templates():
