@@ -27,7 +27,6 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
-import scipy.linalg
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -364,21 +363,29 @@ def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
+    """tr((S1 S2)^(1/2)) of two symmetric positive semi-definite matrices, from eigendecompositions.
+
+    S1 S2 is similar to the symmetric PSD M = S1^(1/2) S2 S1^(1/2), so its square root's trace is
+    the sum of the square roots of M's eigenvalues. Rounding leaves eigenvalues of a singular
+    covariance (fewer samples than dimensions) a little below 0: they are 0. Only numpy's `eigh`,
+    so it does not depend on scipy's `sqrtm` (whose `disp` argument SciPy 1.18 removes) and
+    needs no ridge for singular covariances.
+    """
+    w, v = np.linalg.eigh(sigma1)
+    root1 = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    m = root1 @ sigma2 @ root1
+    eig = np.linalg.eigvalsh((m + m.T) / 2)
+    return float(np.sqrt(np.clip(eig, 0.0, None)).sum())
+
+
 def frechet_distance(
     mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray
 ) -> float:
-    """|mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)) between two Gaussians.
-
-    With fewer samples than dimensions the covariances are singular and the matrix square root
-    can come out non-finite; then, as pytorch-fid does, a tiny ridge is added to both.
-    """
+    """|mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)) between two Gaussians."""
     diff = mu1 - mu2
-    covmean, _ = scipy.linalg.sqrtm(sigma1 @ sigma2, disp=False)
-    if not np.isfinite(covmean).all():
-        ridge = np.eye(len(mu1)) * 1e-6
-        covmean, _ = scipy.linalg.sqrtm((sigma1 + ridge) @ (sigma2 + ridge), disp=False)
     return float(
-        np.real(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+        diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt_product(sigma1, sigma2)
     )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.linalg
 import torch
 
 import phyworld  # noqa: F401
@@ -27,8 +28,9 @@ from eval.fvd import (
     preprocess,
     resolve_weights,
     same_padding,
+    trace_sqrt_product,
 )
-from eval.video_metrics import load_lpips, lpips, psnr, ssim
+from eval.video_metrics import gaussian_window, load_lpips, lpips, psnr, ssim, ssim_frames
 
 # ------------------------------------------------------------------ Frechet distance
 
@@ -58,6 +60,43 @@ def test_frechet_is_finite_with_fewer_samples_than_dims():
     a, b = rng.normal(size=(10, 128)), rng.normal(size=(10, 128)) + 0.5
     d = fvd_from_features(a, b)
     assert np.isfinite(d) and d > 0.25 * 128 * 0.5  # the mean shift alone gives 32
+
+
+def test_trace_sqrt_matches_scipy_sqrtm_on_i3d_sized_covariances():
+    # The previous implementation, tr(scipy.linalg.sqrtm(S1 S2)), on 600 correlated 400-d
+    # features per side (the paper's N and I3D's dimension): the eigendecomposition route gives
+    # the same trace and the same FVD to 1e-10 relative, with no scipy in the code path.
+    rng = np.random.default_rng(5)
+    mix = rng.normal(size=(400, 400)) / 20
+    a = rng.normal(size=(600, 400)) @ mix + rng.normal(size=400)
+    b = rng.normal(size=(600, 400)) @ (mix + 0.01 * rng.normal(size=(400, 400))) + 0.3
+    (mu1, s1), (mu2, s2) = feature_stats(a), feature_stats(b)
+    reference = np.trace(scipy.linalg.sqrtm(s1 @ s2)).real
+    assert trace_sqrt_product(s1, s2) == pytest.approx(reference, rel=1e-10)
+    diff = mu1 - mu2
+    fvd_reference = diff @ diff + np.trace(s1) + np.trace(s2) - 2 * reference
+    assert fvd_from_features(a, b) == pytest.approx(fvd_reference, rel=1e-10)
+
+
+def test_fvd_works_with_scipy_1_18_sqrtm(monkeypatch):
+    # SciPy 1.18 removes sqrtm's `disp` argument (the old code called sqrtm(..., disp=False)).
+    original = scipy.linalg.sqrtm
+
+    def sqrtm_1_18(a, *, blocksize=64):
+        return original(a, blocksize=blocksize)
+
+    monkeypatch.setattr(scipy.linalg, "sqrtm", sqrtm_1_18)
+    x = np.random.default_rng(7).normal(size=(50, 8))
+    assert fvd_from_features(x, x + 1.0) == pytest.approx(8.0, rel=1e-9)
+
+
+def test_trace_sqrt_of_commuting_matrices_is_the_sum_of_root_products():
+    # S1 = Q diag(p) Q^T, S2 = Q diag(q) Q^T: (S1 S2)^(1/2) = Q diag(sqrt(p q)) Q^T exactly. A
+    # zero eigenvalue (singular S1) contributes the square root of rounding noise, ~1e-8.
+    q_mat, _ = np.linalg.qr(np.random.default_rng(6).normal(size=(6, 6)))
+    p, q = np.array([4.0, 1.0, 0.25, 9.0, 0.0, 2.0]), np.array([1.0, 4.0, 4.0, 1.0, 3.0, 0.5])
+    s1, s2 = (q_mat * p) @ q_mat.T, (q_mat * q) @ q_mat.T
+    assert trace_sqrt_product(s1, s2) == pytest.approx(2 + 2 + 1 + 3 + 0 + 1, abs=1e-6)
 
 
 def test_covariance_is_biased():
@@ -214,9 +253,83 @@ def test_psnr_matches_its_formula_and_skips_condition_frames():
 
 def test_ssim_is_one_on_copies_and_drops_with_noise():
     real, fake = _videos()
-    np.testing.assert_allclose(ssim(real, real), 1.0, atol=1e-6)
+    np.testing.assert_allclose(ssim(real, real), 1.0, atol=1e-12)
     noisy = ssim(fake, real)
     assert (noisy < 0.99).all() and (ssim(np.full_like(real, 128), real) < noisy).all()
+
+
+def _ssim_by_windows(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM of two float64 images (H, W) straight from the definition: at every position where the
+    11 x 11 window (2D Gaussian, sigma 1.5, weights summing to 1) fits, the weighted means,
+    variances and covariance of the two patches, the SSIM formula, then the mean."""
+    i = np.arange(11) - 5.0
+    g = np.exp(-(i**2) / (2 * 1.5**2))
+    w = np.outer(g, g) / np.outer(g, g).sum()
+    c1, c2 = 0.01**2, 0.03**2
+    values = []
+    for y in range(a.shape[0] - 10):
+        for x in range(a.shape[1] - 10):
+            pa, pb = a[y : y + 11, x : x + 11], b[y : y + 11, x : x + 11]
+            ma, mb = (w * pa).sum(), (w * pb).sum()
+            va, vb = (w * (pa - ma) ** 2).sum(), (w * (pb - mb) ** 2).sum()
+            cov = (w * (pa - ma) * (pb - mb)).sum()
+            values.append(
+                (2 * ma * mb + c1) * (2 * cov + c2) / ((ma**2 + mb**2 + c1) * (va + vb + c2))
+            )
+    return float(np.mean(values))
+
+
+def test_ssim_of_constant_images_is_the_luminance_term():
+    # No variance: SSIM = (2 a b + C1) / (a^2 + b^2 + C1) = (0.25 + 1e-4) / (0.3125 + 1e-4).
+    a = torch.full((1, 1, 11, 11), 0.5, dtype=torch.float64)
+    b = torch.full((1, 1, 11, 11), 0.25, dtype=torch.float64)
+    assert ssim_frames(a, b).item() == pytest.approx(2501 / 3126, rel=1e-14)
+
+
+def test_ssim_of_a_shifted_ramp_is_the_mean_luminance_term():
+    # y = x + 0.1 with x a linear ramp: the windowed mean of a ramp is its centre pixel and the
+    # two variances and the covariance are equal, so the structure term is 1 and the SSIM is the
+    # mean over the valid region (columns 5 .. W-6) of (2 m (m + 0.1) + C1) / (m^2 + (m + 0.1)^2
+    # + C1), m the centre value.
+    ramp = 0.2 + 0.01 * np.arange(30.0)
+    x = np.tile(ramp, (20, 1))
+    m = ramp[5:-5]
+    expected = ((2 * m * (m + 0.1) + 1e-4) / (m**2 + (m + 0.1) ** 2 + 1e-4)).mean()
+    got = ssim_frames(torch.from_numpy(x)[None, None], torch.from_numpy(x + 0.1)[None, None])
+    assert got.item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_ssim_is_the_valid_region_mean_of_the_definition_per_channel():
+    rng = np.random.default_rng(8)
+    a = rng.uniform(0, 1, (2, 3, 16, 14))
+    b = np.clip(a + rng.normal(0, 0.2, a.shape), 0, 1)
+    expected = [np.mean([_ssim_by_windows(a[n, c], b[n, c]) for c in range(3)]) for n in range(2)]
+    got = ssim_frames(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    # The Gaussian is OpenCV's getGaussianKernel(11, 1.5), the authors' window.
+    i = np.arange(11) - 5.0
+    np.testing.assert_allclose(
+        gaussian_window(), np.exp(-(i**2) / 4.5) / np.exp(-(i**2) / 4.5).sum()
+    )
+
+
+def test_ssim_of_videos_is_the_frame_mean_after_the_condition_frames():
+    rng = np.random.default_rng(9)
+    real = rng.integers(0, 256, (2, 4, 16, 16, 3)).astype(np.uint8)
+    fake = np.clip(real.astype(int) + rng.integers(-40, 41, real.shape), 0, 255).astype(np.uint8)
+    expected = [
+        np.mean(
+            [
+                np.mean([_ssim_by_windows(fake[v, t, ..., c] / 255, real[v, t, ..., c] / 255)
+                         for c in range(3)])
+                for t in range(1, 4)
+            ]
+        )
+        for v in range(2)
+    ]  # fmt: skip
+    np.testing.assert_allclose(ssim(fake, real, start=1), expected, rtol=1e-12)
+    with pytest.raises(ValueError, match="H, W >= 11"):
+        ssim(fake[:, :, :8, :8], real[:, :, :8, :8])
 
 
 def test_lpips_with_the_packaged_alexnet_weights():
