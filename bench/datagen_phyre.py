@@ -1,6 +1,6 @@
 """Combinatorial (PHYRE-like) videos per second per core at 256 x 256 x 32, end to end.
 
-    python bench/datagen_phyre.py [--videos 70] [--resolution 256]
+    python bench/datagen_phyre.py [--videos 70] [--resolution 256] [--paper-videos 70]
 
 End to end = placement + physics + rendering + the lossless frame encoding the dataset stores
 (`datagen.schema.encode_frames`), one process, timed in CPU seconds of this process (other jobs
@@ -9,11 +9,16 @@ at similar load). Every video gets its own layout (the worst case); a second fig
 placement cost when videos share layouts as the paper configs do (100 per template). Prints each
 stage's share, then the ratio against a baseline measured in the same run on the same scenes: the
 same placement, physics and encoding with a full-frame renderer (every pixel of every frame
-tested against every object, the authors' approach), so only the renderer differs."""
+tested against every object, the authors' approach), so only the renderer differs.
+
+Paper mode (`options.placement=paper`, `render_scale=2`: the authors' placement, drawn at twice
+the resolution and block-averaged, configs/data/phyre_paper_*.yaml) is timed on as many videos
+in the same run and printed with its ratio to the default mode."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -75,10 +80,49 @@ def shared_layout_placement(videos: int) -> float:
     return (time.process_time() - t0) / videos
 
 
+def timed_videos(spec: SceneSpec, videos: int, resolution: int, buffer: np.ndarray, keep: int = 0):
+    """CPU seconds per stage over `videos` videos of `spec` (video i: template i % 70, its own
+    layout) and the KiB their frames take, and the first `keep` videos' (states, render seconds)
+    for the baseline."""
+    clock = time.process_time
+    cost = {"placement": 0.0, "physics": 0.0, "render": 0.0, "encode": 0.0}
+    kept, size = [], 0
+    for i in range(videos):
+        t0 = clock()
+        params = phyre.sample_params(spec, i % 70, np.random.default_rng([0, i]))
+        t1 = clock()
+        states = phyre.simulate(params, spec)
+        t2 = clock()
+        frames = phyre.render(states, spec.world_size, resolution, buffer, spec=spec)
+        t3 = clock()
+        size += len(encode_frames(frames, ZSTD_LEVEL))
+        t4 = clock()
+        for key, dt in zip(cost, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            cost[key] += dt
+        if len(kept) < keep:
+            kept.append((states, t3 - t2))
+    cost["KiB"] = size / 1024
+    return cost, kept
+
+
+def report(name: str, cost: dict, videos: int) -> float:
+    kib = cost.pop("KiB")
+    total = sum(cost.values())
+    rate = videos / total
+    print(
+        f"  {name}: {rate:7.1f} videos/s/core end to end ({1000 / rate:.1f} ms/video, "
+        f"{kib / videos:.1f} KiB/video stored)"
+    )
+    for key, dt in cost.items():
+        print(f"    {key:10s} {1000 * dt / videos:6.2f} ms/video  {100 * dt / total:5.1f} %")
+    return rate
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--videos", type=int, default=70, help="one per template, cycling")
     ap.add_argument("--baseline-videos", type=int, default=7)
+    ap.add_argument("--paper-videos", type=int, default=70, help="0: skip paper mode")
     ap.add_argument("--resolution", type=int, default=256)
     args = ap.parse_args()
     spec = SceneSpec(
@@ -86,49 +130,40 @@ def main() -> None:
         exclude=[], options={"templates": "all", "videos_per_template": 1},
         world_size=phyre.WORLD_SIZE, frames=32, frame_dt=1 / 3, substeps=20, seed=0,
     )  # fmt: skip
-    clock = time.process_time
-    cost = {"placement": 0.0, "physics": 0.0, "render": 0.0, "encode": 0.0}
-    kept = []
+    paper = dataclasses.replace(
+        spec, options={**spec.options, "placement": "paper", "render_scale": 2}
+    )
     # One frame buffer for all videos, as a datagen worker reuses it: a fresh 6 MB array per
     # video costs ~1 ms of page faults.
     buffer = np.empty((spec.frames, 3, args.resolution, args.resolution), dtype=np.uint8)
-    # One untimed video first: numba compiles (or loads from its cache) the render and encode
-    # kernels on first use, once per process.
-    warm = phyre.simulate(phyre.sample_params(spec, 0, np.random.default_rng(12345)), spec)
-    encode_frames(phyre.render(warm, spec.world_size, args.resolution, buffer), ZSTD_LEVEL)
-    for i in range(args.videos):
-        t0 = clock()
-        params = phyre.sample_params(spec, i % 70, np.random.default_rng([0, i]))
-        t1 = clock()
-        states = phyre.simulate(params, spec)
-        t2 = clock()
-        frames = phyre.render(states, spec.world_size, args.resolution, buffer)
-        t3 = clock()
-        encode_frames(frames, ZSTD_LEVEL)
-        t4 = clock()
-        for key, dt in zip(cost, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-            cost[key] += dt
-        if len(kept) < args.baseline_videos:
-            kept.append((states, cost["placement"] + cost["physics"], t3 - t2, t4 - t3))
-    total = sum(cost.values())
-    ours = args.videos / total
+    # One untimed video of each mode first: numba compiles (or loads from its cache) the render
+    # and encode kernels on first use, once per process.
+    for s in (spec, paper):
+        warm = phyre.simulate(phyre.sample_params(s, 0, np.random.default_rng(12345)), s)
+        encode_frames(phyre.render(warm, s.world_size, args.resolution, buffer, spec=s), 1)
+    cost, kept = timed_videos(spec, args.videos, args.resolution, buffer, args.baseline_videos)
     print(f"phyre {args.resolution}x{args.resolution}x32, {args.videos} videos, 1 core:")
-    print(f"  ours:     {ours:7.1f} videos/s/core end to end ({1000 / ours:.1f} ms/video)")
-    for key, dt in cost.items():
-        print(f"    {key:10s} {1000 * dt / args.videos:6.2f} ms/video  {100 * dt / total:5.1f} %")
+    ours = report("ours", cost, args.videos)
+    total = sum(cost.values())
     shared = shared_layout_placement(args.videos)
-    paper = 1 / (total / args.videos - cost["placement"] / args.videos + shared)
+    with_shared = 1 / (total / args.videos - cost["placement"] / args.videos + shared)
     print(
         f"  with 100 shared layouts per template (the paper's training configs): placement "
-        f"{1000 * shared:.2f} ms/video, {paper:.1f} videos/s/core end to end"
+        f"{1000 * shared:.2f} ms/video, {with_shared:.1f} videos/s/core end to end"
     )
+    if args.paper_videos:
+        paper_cost, _ = timed_videos(paper, args.paper_videos, args.resolution, buffer)
+        rate = report("paper mode (authors' placement, drawn at 2x and averaged)", paper_cost,
+                      args.paper_videos)  # fmt: skip
+        print(f"  paper mode / default mode = {rate / ours:.2f}x")
     # Baseline on the first videos: same physics and encoding, full-frame rendering.
     per_video_phys = cost["placement"] / args.videos + cost["physics"] / args.videos
+    clock = time.process_time
     t0 = clock()
-    for states, *_ in kept:
+    for states, _ in kept:
         encode_frames(full_frame_render(states, spec.world_size, args.resolution), ZSTD_LEVEL)
     base_render_encode = (clock() - t0) / len(kept)
-    ours_render = sum(r for *_, r, _ in kept) / len(kept)
+    ours_render = sum(r for _, r in kept) / len(kept)
     base = 1 / (per_video_phys + base_render_encode)
     print(f"  baseline: {base:7.1f} videos/s/core end to end (full-frame rendering)")
     print(

@@ -146,7 +146,7 @@ def _row(
     cfg = plan.cfg
     if hasattr(plan.scene, "render"):  # scenes with their own renderer (e.g. phyre)
         frames = plan.scene.render(
-            states, world_size=cfg.world_size, resolution=cfg.resolution, out=canvas
+            states, world_size=cfg.world_size, resolution=cfg.resolution, out=canvas, spec=spec
         )
         encoded = encode_frames(frames, cfg.zstd_level)
     else:

@@ -16,15 +16,25 @@ Time: 60 Hz steps (PHYRE's), a frame every `substeps` = 20 steps (the authors' s
 per second, 32 frames = 10.3 s, enough for every object to fall the full scene height (3.8 s from
 the highest start) and settle. Frame 0 is the initial state: every object at rest.
 
-Placement: objects are placed one type at a time (static types first, then template order),
-each redrawn (up to `MAX_TRIES` times) until it neither overlaps anything already placed (static pieces may overlap
-each other: they never move) nor sticks out of the scene; a layout that cannot be completed is
-redrawn from scratch (up to `MAX_LAYOUTS` times), then `PlacementError` names the template.
+Placement (`options.placement`, see docs/datagen_phyre.md):
+- `project` (default): objects are placed one type at a time (static types first, then template
+  order), each redrawn (up to `MAX_TRIES` times) until it neither overlaps anything already
+  placed (static pieces may overlap each other: they never move) nor sticks out of the scene; a
+  layout that cannot be completed is redrawn from scratch (up to `MAX_LAYOUTS` times), then
+  `PlacementError` names the template. The red ball (radius `USER_BALL_RADIUS`) is dropped above
+  or below a random object.
+- `paper`: the authors' rules. Every object is drawn once from its ranges: objects may start
+  overlapping each other or the walls, and the simulation pushes them apart. Only the red ball is
+  checked (inside the scene, overlapping nothing), placed by the authors' heuristic: radius from
+  the layout's balls (0.016-0.125 of the scene), near a random object, possibly beside it or
+  inside a jar.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,7 +75,9 @@ THICKNESS = 1 / 50  # PHYRE's bar thickness, fraction of the scene
 RED = (0xF3, 0x4F, 0x46)  # the user ball
 GRAY = (0xB9, 0xCA, 0xD2)  # every other dynamic object
 BLACK = (0, 0, 0)  # static objects
-USER_BALL_RADIUS = (0.02, 0.08)  # fraction of the scene; PHYRE's ball action spans 0.004-0.125
+USER_BALL_RADIUS = (0.02, 0.08)  # fraction of the scene (placement=project)
+PLACEMENTS = ("project", "paper")
+SCENE_PX = 512  # the authors' PHYRE scene in pixels: `paper` placement snaps to its grid
 
 MAX_TRIES = 200  # draws per object type before the layout is restarted
 MAX_LAYOUTS = 50  # layouts per sample before giving up
@@ -96,6 +108,7 @@ class Obj:
     polygons: list[np.ndarray] = field(default_factory=list)  # each (n, 2), counter-clockwise
     shape: str = "compound"  # circle | box | compound (the `objects` column's vocabulary)
     size: tuple[float, float] = (0.0, 0.0)  # box: length, thickness
+    diameter: float = 0.0  # PHYRE's featurized diameter (metres): read by `paper` placement
     x: float = 0.0
     y: float = 0.0
     angle: float = 0.0
@@ -154,7 +167,9 @@ def _recentred(polygons: list[list[Point]]) -> list[np.ndarray]:
 
 def ball(kind: str, radius: float, dynamic: bool, colour) -> Obj:
     """A ball of `radius` (metres) at the origin."""
-    return Obj(kind, dynamic, colour, np.array([[0.0, 0.0, radius]]), shape="circle")
+    return Obj(
+        kind, dynamic, colour, np.array([[0.0, 0.0, radius]]), shape="circle", diameter=2 * radius
+    )
 
 
 def bar(kind: str, length: float, thickness: float, dynamic: bool) -> Obj:
@@ -167,6 +182,7 @@ def bar(kind: str, length: float, thickness: float, dynamic: bool) -> Obj:
         [_box(length, thickness)],
         shape="box",
         size=(length, thickness),
+        diameter=math.hypot(length, thickness),
     )
 
 
@@ -189,7 +205,10 @@ def jar(height: float, scene: float) -> Obj:
         (-width / 2 + thickness / sin, height - t2),
     ]
     right = [(-x, y) for x, y in reversed(left)]  # the mirror image, counter-clockwise
-    return Obj("dynamic_jar", True, GRAY, np.zeros((0, 3)), _recentred([plate, left, right]))
+    pieces = _recentred([plate, left, right])
+    # PHYRE's `Jar._diameter`: the base-to-rim diagonal.
+    diameter = math.hypot((width + base_width) / 2, height)
+    return Obj("dynamic_jar", True, GRAY, np.zeros((0, 3)), pieces, diameter=diameter)
 
 
 def sticks(width: float, scene: float) -> Obj:
@@ -200,7 +219,8 @@ def sticks(width: float, scene: float) -> Obj:
     for deg in (-77.5, 77.5):
         c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
         polys.append(np.array([(c * x - s * y, s * x + c * y) for x, y in piece]))
-    return Obj("standing_sticks", True, GRAY, np.zeros((0, 3)), polys)  # symmetric: COM at 0
+    diameter = math.hypot(width, thickness)  # PHYRE's, from the unscaled bar
+    return Obj("standing_sticks", True, GRAY, np.zeros((0, 3)), polys, diameter=diameter)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -327,6 +347,55 @@ def _standing_sticks(rng, w: float) -> list[Obj]:
     return [_place(obj, angle, bottom=y * w, center_x=x * w)]
 
 
+def _phyre_radius(diameter: float, w: float) -> float:
+    """PHYRE's ball radius for a diameter (both metres): whole pixels of its 512-pixel scene plus a
+    half (`Ball._build`: int(r) + 0.5)."""
+    px = w / SCENE_PX
+    return (int(diameter / 2 / px) + 0.5) * px
+
+
+def _dynamic_ball_paper(rng, w: float, kind: str) -> list[Obj]:
+    r = _phyre_radius(rng.uniform(0.06, 0.12) * w, w)
+    x, bottom = rng.uniform(0.3, 0.6) * w, rng.uniform(0.4, 0.85) * w
+    return [_place(ball(kind, r, True, GRAY), center_x=x, bottom=bottom)]
+
+
+def _chain_paper(rng, walk_points: int) -> list[tuple[float, float]]:
+    """The authors' random walk exactly (`gen_chain`): as `_chain`, but a restart appends the
+    earlier ball it restarts from again (and counts it), the walk always continues from the last
+    ball appended, and a restart from the first ball (y >= 0.5) is dropped, keeping the new
+    heading. Returns the distinct ball centres inside the scene, in order."""
+    stars = [(0.4, 0.55)]
+    angle, turn = rng.uniform() * 2 * math.pi, rng.uniform() * 2 * math.pi / 10
+    run, inside = 1, 0
+    for _ in range(10_000):
+        if inside == walk_points:
+            break
+        if run >= 3 and rng.uniform() < 0.2:
+            x, y = stars[rng.integers(len(stars))]
+            run, angle, turn = 1, rng.uniform() * 2 * math.pi, rng.uniform() * 2 * math.pi / 10
+        else:
+            run += 1
+            step = rng.uniform(0.05, 0.2)
+            angle += turn
+            x, y = stars[-1][0] + step * math.cos(angle), stars[-1][1] + step * math.sin(angle)
+        if y >= 0.5:
+            continue
+        stars.append((x, y))
+        inside += 0.0 < x < 1.0 and 0.0 < y < 1.0
+    # A repeated star is the same static body twice in PHYRE: drawn and simulated as one.
+    return list(dict.fromkeys((x, y) for x, y in stars if 0.0 <= x <= 1.0 and 0.0 <= y <= 1.0))
+
+
+def _static_balls_paper(rng, w: float) -> list[Obj]:
+    centres = _chain_paper(rng, int(rng.integers(2, 7)))
+    r = _phyre_radius(0.04 * w, w)
+    return [
+        _place(ball("static_balls", r, False, BLACK), center_x=x * w, center_y=y * w)
+        for x, y in centres
+    ]
+
+
 STATIC_TYPES = ("static_balls", "static_bar")
 
 BUILDERS = {
@@ -338,6 +407,13 @@ BUILDERS = {
     "static_bar": _static_bar,
     "dynamic_jar": _dynamic_jar,
     "standing_sticks": _standing_sticks,
+}
+# `paper` placement: PHYRE's pixel-rounded ball radii and the authors' exact chain walk.
+PAPER_BUILDERS = {
+    **BUILDERS,
+    "dynamic_ball_1": lambda rng, w: _dynamic_ball_paper(rng, w, "dynamic_ball_1"),
+    "dynamic_ball_2": lambda rng, w: _dynamic_ball_paper(rng, w, "dynamic_ball_2"),
+    "static_balls": _static_balls_paper,
 }
 
 
@@ -503,9 +579,80 @@ def _user_ball(rng, occ: _Occupancy, placed: list[Obj], w: float) -> Obj | None:
     return None
 
 
-def place_layout(template: int, rng: np.random.Generator, w: float) -> list[Obj]:
-    """The template's objects, placed without overlaps (see the module docstring)."""
+# The authors' red-ball heuristic (`sample_and_simulate` in their data_generator_v2.py), in
+# fractions of the scene. Their radius variable r is PHYRE's ball action radius / 5.
+PAPER_RADIUS = (0.02, 0.2)  # bounds on r (0.1 and 1.0 of PHYRE's action range)
+PAPER_EPS = 0.05  # their gap to the top and bottom of the scene
+PAPER_HEURISTIC_TRIES = 100  # their max_loop_per_action; then random actions
+
+
+def _action_ball(x: float, y: float, a: float, w: float) -> Obj | None:
+    """PHYRE's ball action (x, y, radius, each in [0, 1]) as the red ball, or None where PHYRE
+    calls it invalid (outside [0, 1] or the ball not inside the scene): `BallScaler` maps it to
+    its 512-pixel scene, centre (511 x, 511 y) and radius 2 + 62 a pixels, then snaps the
+    radius to whole pixels (round) and the centre down to whole pixels (int)."""
+    if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0 and 0.0 <= a <= 1.0):
+        return None
+    u, v, r = x * (SCENE_PX - 1), y * (SCENE_PX - 1), 2 + a * (SCENE_PX // 8 - 2)
+    if not (r <= u <= SCENE_PX - r and r <= v <= SCENE_PX - r):
+        return None
+    px = w / SCENE_PX
+    obj = ball("user_ball", round(r) * px, True, RED)
+    obj.x, obj.y = int(u) * px, int(v) * px
+    return obj
+
+
+def paper_radius_range(placed: list[Obj], w: float) -> tuple[float, float]:
+    """The authors' bounds on r for a layout: from half the smallest to four times the largest
+    ball radius of the layout, within PAPER_RADIUS (all of it when the layout has no ball)."""
+    radii = [o.diameter / 2 / w for o in placed if o.shape == "circle"]
+    if not radii:
+        return PAPER_RADIUS
+    lo, hi = PAPER_RADIUS
+    return max(min(radii) / 2, lo), min(4 * max(radii), hi)
+
+
+def _user_ball_paper(rng, occ: _Occupancy, placed: list[Obj], w: float) -> Obj | None:
+    """The red ball by the authors' heuristic: pick an object (not a bar within 18 degrees above
+    horizontal: PHYRE's angle feature is angle mod 2 pi over 2 pi, < 0.05), r ~ U(radius range),
+    a horizontal offset dx ~ U(-0.8, 0.8) (object radius + r) from its centre, and, half the
+    time, a height between its centre + 0.9 dx and the top (less the object's radius and 0.05),
+    else between the bottom (plus those) and its centre - 0.9 dx: above, below, beside, or
+    inside a jar. Kept when it is inside the scene and overlaps nothing; after
+    PAPER_HEURISTIC_TRIES misses, uniformly random positions, as the authors fall back to."""
+    lo, hi = paper_radius_range(placed, w)
+    tau = 2 * math.pi
+    targets = [o for o in placed if not (o.shape == "box" and (o.angle % tau) / tau < 0.05)]
+    targets = targets or placed
+    for _ in range(PAPER_HEURISTIC_TRIES):
+        target = targets[rng.integers(len(targets))]
+        radius = target.diameter / 2 / w
+        mine = rng.uniform(lo, hi)
+        dx = rng.uniform(-0.8, 0.8) * (radius + mine)
+        cy = target.y / w
+        if rng.uniform() < 0.5:
+            a, b = cy + 0.9 * dx, 1.0 - radius - PAPER_EPS
+        else:
+            a, b = radius + PAPER_EPS, cy - 0.9 * dx
+        y = a + (b - a) * rng.uniform()  # numpy's uniform(a, b), also when a > b
+        obj = _action_ball(target.x / w + dx, y, 5 * mine, w)
+        if obj is not None and occ.fits([obj]):
+            return obj
+    for _ in range(50 * MAX_TRIES):
+        obj = _action_ball(rng.uniform(), rng.uniform(), 5 * rng.uniform(lo, hi), w)
+        if obj is not None and occ.fits([obj]):
+            return obj
+    return None
+
+
+def place_layout(
+    template: int, rng: np.random.Generator, w: float, placement: str = "project"
+) -> list[Obj]:
+    """The template's objects (see the module docstring): `project` placement without overlaps,
+    `paper` placement each object drawn once, in template order, as the authors did."""
     kinds = template_objects(template)
+    if placement == "paper":
+        return [obj for kind in kinds for obj in PAPER_BUILDERS[kind](rng, w)]
     # Static types first: they are the hardest to fit (a chain spans much of the scene) and a
     # dynamic object that collides with them is cheap to redraw.
     order = sorted(kinds, key=lambda kind: kind not in STATIC_TYPES)
@@ -529,10 +676,14 @@ def place_layout(template: int, rng: np.random.Generator, w: float) -> list[Obj]
     )
 
 
-def place_user_ball(layout: list[Obj], rng: np.random.Generator, w: float) -> Obj | None:
-    """The red ball for `layout`, or None when no free spot was found."""
+def place_user_ball(
+    layout: list[Obj], rng: np.random.Generator, w: float, placement: str = "project"
+) -> Obj | None:
+    """The red ball for `layout` (by the `placement` rule), or None when no free spot was found."""
     occ = _Occupancy(w)
     occ.add(layout)
+    if placement == "paper":
+        return _user_ball_paper(rng, occ, layout, w)
     return _user_ball(rng, occ, layout, w)
 
 
@@ -684,15 +835,61 @@ def simulate_objects(
 # ----------------------------------------------------------------------------------------------
 
 
+# Every scene option (`options.*` of a phyre config) and its default.
+OPTIONS: dict[str, Any] = {
+    "templates": "train60",  # train6 | train30 | train60 | out_template | all | ids "0,3,10-19"
+    "videos_per_template": 1,  # unless the config sets `count`
+    "layouts_per_template": 0,  # L > 0: L shared layouts per template; 0: one per video
+    "first_video": 0,  # index of this dataset's first video in each template's sequence
+    "placement": "project",  # project | paper (see the module docstring)
+    "render_scale": 1,  # 2: draw at twice the resolution, then average each 2 x 2 block
+}
+
+
+def _option(spec: SceneSpec, key: str) -> Any:
+    return spec.option(key, OPTIONS[key])
+
+
+def _int_option(spec: SceneSpec, key: str, lowest: int) -> int:
+    value = _option(spec, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+        raise DatagenConfigError(f"options.{key} must be an integer >= {lowest}, got {value!r}")
+    return value
+
+
 def _templates(spec: SceneSpec) -> tuple[int, ...]:
     try:
-        return resolve_templates(str(spec.option("templates", "train60")))
+        return resolve_templates(str(_option(spec, "templates")))
     except ValueError as err:
         raise DatagenConfigError(f"options.templates: {err}") from None
 
 
+@functools.lru_cache(maxsize=64)
+def _starts(num_templates: int, count: int, per: int) -> tuple[int, ...]:
+    """Index of each template's first video, and the total at the end: `per` videos each, or
+    `count` > 0 spread as evenly as possible (the first count % K templates get one more)."""
+    if count > 0:
+        sizes = [count // num_templates + (i < count % num_templates) for i in range(num_templates)]
+    else:
+        sizes = [per] * num_templates
+    return (0, *itertools.accumulate(sizes))
+
+
+def _template_starts(spec: SceneSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(templates, starts) of the dataset (see `_starts`)."""
+    templates = _templates(spec)
+    per = _option(spec, "videos_per_template")
+    return templates, _starts(len(templates), spec.count, per)
+
+
 def validate(spec: SceneSpec) -> None:
-    """Templates that exist and match the level; a layout count that makes sense."""
+    """Known options with sensible values, templates that exist and match the level, a `count`
+    that gives every template a video."""
+    unknown = sorted(set(spec.options) - set(OPTIONS))
+    if unknown:
+        raise DatagenConfigError(
+            f"unknown phyre option(s) {unknown}; the options are {sorted(OPTIONS)}"
+        )
     templates = _templates(spec)
     held_out = set(OUT_OF_TEMPLATE)
     if spec.level == "out_template" and not set(templates) <= held_out:
@@ -706,52 +903,77 @@ def validate(spec: SceneSpec) -> None:
             f"(60-{NUM_TEMPLATES - 1}) but level={spec.level}; set level=out_template or use "
             "training templates"
         )
-    if (
-        int(spec.option("videos_per_template", 1)) < 1
-        or int(spec.option("layouts_per_template", 0)) < 0
-    ):
+    _int_option(spec, "videos_per_template", 1)
+    layouts = _int_option(spec, "layouts_per_template", 0)
+    if _int_option(spec, "first_video", 0) and not layouts:
         raise DatagenConfigError(
-            "options.videos_per_template must be >= 1 and layouts_per_template >= 0"
+            "options.first_video selects later videos (held-out red balls) of shared layouts, "
+            "but layouts_per_template=0 gives every video its own layout: set "
+            "layouts_per_template (as the training set does), or use another seed for new layouts"
+        )
+    if _option(spec, "render_scale") not in (1, 2):
+        raise DatagenConfigError(
+            f"options.render_scale must be 1 (draw at `resolution`) or 2 (draw at twice it and "
+            f"average 2 x 2 blocks, the authors' 512 -> 256), got {_option(spec, 'render_scale')!r}"
+        )
+    if _option(spec, "placement") not in PLACEMENTS:
+        raise DatagenConfigError(
+            f"options.placement must be one of {PLACEMENTS}, got {_option(spec, 'placement')!r}"
+        )
+    if spec.count < 0 or 0 < spec.count < len(templates):
+        raise DatagenConfigError(
+            f"count={spec.count} videos cannot cover the {len(templates)} templates of "
+            f"options.templates={_option(spec, 'templates')}: set count >= {len(templates)} "
+            "(spread over the templates), or count=0 and options.videos_per_template"
         )
 
 
 def count(spec: SceneSpec) -> int:
-    """Number of videos: every template of `options.templates` times `videos_per_template`."""
-    return len(_templates(spec)) * int(spec.option("videos_per_template", 1))
+    """Number of videos: `count` when the config sets it (spread over the templates), else every
+    template of `options.templates` times `videos_per_template`."""
+    return _template_starts(spec)[1][-1]
 
 
 @functools.lru_cache(maxsize=1024)
-def _shared_layout(seed: int, template: int, layout: int, w: float) -> tuple[Obj, ...]:
+def _shared_layout(
+    seed: int, template: int, layout: int, w: float, placement: str
+) -> tuple[Obj, ...]:
     """Layout number `layout` of `template` when a template's videos share a few layouts: a pure
     function of its arguments, so it is kept for the next video that uses it (a worker's videos
     cycle through their template's layouts). Callers must not change the objects."""
-    return tuple(place_layout(template, np.random.default_rng([seed, template, layout, 0x5C3E]), w))
+    rng = np.random.default_rng([seed, template, layout, 0x5C3E])
+    return tuple(place_layout(template, rng, w, placement))
 
 
 def sample_params(spec: SceneSpec, index: int, rng: np.random.Generator) -> dict:
     """Template, layout and red ball of video `index` (template-major order).
 
-    With `layouts_per_template` L > 0 the layout is one of L per template (drawn from the dataset
-    seed, template and layout number; the authors' scheme: 100 PHYRE tasks per template with many
-    red-ball placements each); with L = 0 every video has its own layout. The red ball is always
-    drawn from the video's own `rng`.
+    Video j of a template is number j + `first_video` of that template's sequence. With
+    `layouts_per_template` L > 0 it is layout j % L (of L per template, drawn from the dataset
+    seed, template and layout number) with red ball ("trial") j // L, drawn from the seed,
+    template and j: the authors' scheme (100 PHYRE tasks per template, 1,000 red balls each),
+    so an eval set with the training seed and `first_video` past the training videos holds the
+    same layouts with red balls never trained on. With L = 0 every video has its own layout and
+    red ball, drawn from the video's own `rng`.
     """
-    templates = _templates(spec)
-    per = int(spec.option("videos_per_template", 1))
-    template, j = templates[index // per], index % per
-    layouts = int(spec.option("layouts_per_template", 0))
+    templates, starts = _template_starts(spec)
+    t = bisect.bisect_right(starts, index) - 1
+    template, j = templates[t], index - starts[t] + _option(spec, "first_video")
+    layouts = _option(spec, "layouts_per_template")
+    placement = _option(spec, "placement")
     w = spec.world_size
     if layouts:
-        layout = list(_shared_layout(spec.seed, template, j % layouts, w))
-        user = place_user_ball(layout, rng, w)
+        layout = list(_shared_layout(spec.seed, template, j % layouts, w, placement))
+        trial = np.random.default_rng([spec.seed, template, j, 0xBA11])
+        user = place_user_ball(layout, trial, w, placement)
         if user is None:
             raise PlacementError(
                 f"template {template} layout {j % layouts}: no room for the red ball"
             )
     else:
         for _ in range(MAX_LAYOUTS):
-            layout = place_layout(template, rng, w)
-            user = place_user_ball(layout, rng, w)
+            layout = place_layout(template, rng, w, placement)
+            user = place_user_ball(layout, rng, w, placement)
             if user is not None:
                 break
         else:
@@ -809,14 +1031,21 @@ def render_bodies(objects: list[dict]) -> list[Body]:
 
 
 def render(
-    states: States, world_size: float, resolution: int, out: np.ndarray | None = None
+    states: States,
+    world_size: float,
+    resolution: int,
+    out: np.ndarray | None = None,
+    spec: SceneSpec | None = None,
 ) -> np.ndarray:
     """Frames (T, H, W, 3) uint8: hard-edged filled shapes on white, static ones drawn once.
 
     `out`: a (T, 3, H, W) uint8 buffer to draw into, reused from video to video (see
-    `datagen.render_shapes.render_video`); the frames are a view of it.
+    `datagen.render_shapes.render_video`); the frames are a view of it. `spec`: the dataset's
+    options; with `render_scale` 2 the shapes are drawn at twice `resolution` and each 2 x 2
+    block averaged (the authors rendered at 512 pixels and downscaled to 256).
     """
+    scale = _option(spec, "render_scale") if spec is not None else 1
     poses = np.concatenate([states.positions, states.angles[..., None]], axis=-1).astype(np.float64)
     dynamic = np.array([d["dynamic"] for d in states.objects])
     bodies = render_bodies(states.objects)
-    return render_video(bodies, poses, dynamic, world_size, resolution, out)
+    return render_video(bodies, poses, dynamic, world_size, resolution, out, supersample=scale)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datagen.config import DatagenConfig
+from datagen.config import DatagenConfig, DatagenConfigError
 from datagen.generate import make_plan, run
 from datagen.scenes import States, phyre
 from datagen.scenes.phyre_templates import OUT_OF_TEMPLATE, TRAIN_SUBSETS
@@ -28,6 +28,13 @@ PALETTE = {(255, 255, 255), phyre.RED, phyre.GRAY, phyre.BLACK}
         ("phyre_eval_in_template30.yaml", 960, "in_template", TRAIN_SUBSETS[30]),
         ("phyre_eval_in_template60.yaml", 960, "in_template", TRAIN_SUBSETS[60]),
         ("phyre_eval_out_template.yaml", 1000, "out_template", OUT_OF_TEMPLATE),
+        ("phyre_paper_train6.yaml", 594_000, "in_template", TRAIN_SUBSETS[6]),
+        ("phyre_paper_train30.yaml", 2_970_000, "in_template", TRAIN_SUBSETS[30]),
+        ("phyre_paper_train60.yaml", 5_940_000, "in_template", TRAIN_SUBSETS[60]),
+        ("phyre_paper_eval_in_template6.yaml", 600, "in_template", TRAIN_SUBSETS[6]),
+        ("phyre_paper_eval_in_template30.yaml", 600, "in_template", TRAIN_SUBSETS[30]),
+        ("phyre_paper_eval_in_template60.yaml", 600, "in_template", TRAIN_SUBSETS[60]),
+        ("phyre_paper_eval_out_template.yaml", 500, "out_template", OUT_OF_TEMPLATE),
     ],
 )
 def test_paper_configs_plan(name, count, level, templates):
@@ -38,19 +45,62 @@ def test_paper_configs_plan(name, count, level, templates):
     assert spec.level == level and phyre._templates(spec) == templates
     assert cfg.resolution == 256 and cfg.frames == 32
     assert cfg.frame_dt / cfg.substeps == pytest.approx(1 / 60)  # PHYRE's step
+    paper = name.startswith("phyre_paper")
+    assert spec.options.get("placement", "project") == ("paper" if paper else "project")
+    assert spec.options.get("render_scale", 1) == (2 if paper else 1)  # 512 px, then 256
 
 
-def test_eval_sets_use_other_seeds_than_training():
-    seeds = {
-        load_config(DatagenConfig, [str(p)]).seed
-        for p in CONFIGS.glob("phyre_*.yaml")
-        if "eval" in p.name
-    }
-    train = {
-        load_config(DatagenConfig, [str(CONFIGS / f"phyre_train{n}.yaml")]).seed
-        for n in (6, 30, 60)
-    }
-    assert not seeds & train
+def _config(name: str, *overrides: str) -> DatagenConfig:
+    return load_config(DatagenConfig, [str(CONFIGS / name), *overrides])
+
+
+def test_eval_sets_hold_out_what_training_sees():
+    # Project configs: another seed, so other layouts and red balls.
+    train = {_config(f"phyre_train{n}.yaml").seed for n in (6, 30, 60)}
+    for n in (6, 30, 60):
+        assert _config(f"phyre_eval_in_template{n}.yaml").seed not in train
+    assert _config("phyre_eval_out_template.yaml").seed not in train
+    # Paper configs (the authors' scheme): the training seed and layouts, and red balls past the
+    # training videos of each template (trials 990-999 of 1,000 per layout).
+    for n in (6, 30, 60):
+        tr = _config(f"phyre_paper_train{n}.yaml")
+        ev = _config(f"phyre_paper_eval_in_template{n}.yaml")
+        assert ev.seed == tr.seed and ev.options.templates == tr.options.templates
+        assert ev.options.layouts_per_template == tr.options.layouts_per_template == 100
+        assert ev.options.first_video == tr.options.videos_per_template == 99_000
+    assert (
+        _config("phyre_paper_eval_out_template.yaml").seed
+        != _config("phyre_paper_train60.yaml").seed
+    )
+
+
+def test_count_spreads_videos_over_the_templates():
+    # `count=` used to be ignored (count=200 on phyre_train6 planned 600,000 videos).
+    plan = make_plan(_config("phyre_train6.yaml", "count=200"))
+    assert plan.count == 200
+    (spec,) = plan.specs
+    # 34, 34, 33, 33, 33, 33 videos: the first and last video of each template.
+    starts = (0, 34, 68, 101, 134, 167, 200)
+    for k, template in enumerate(TRAIN_SUBSETS[6]):
+        for i in (starts[k], starts[k + 1] - 1):
+            params = phyre.sample_params(spec, i, np.random.default_rng([0, i]))
+            assert params["template"] == template
+    assert make_plan(_config("phyre_paper_eval_out_template.yaml", "count=20")).count == 20
+    with pytest.raises(DatagenConfigError, match=r"count=3 .* 6 templates"):
+        make_plan(_config("phyre_train6.yaml", "count=3"))
+
+
+def test_bad_options_are_clear_errors():
+    for override, message in [
+        ("options.layouts_per_templat=5", r"unknown phyre option.*layouts_per_templat.*placement"),
+        ("options.placement=authors", r"placement must be one of \('project', 'paper'\)"),
+        ("options.render_scale=4", r"render_scale must be 1 .* or 2"),
+        ("options.first_video=-1", r"first_video must be an integer >= 0"),
+    ]:
+        with pytest.raises(DatagenConfigError, match=message):
+            make_plan(_config("phyre_train6.yaml", override))
+    with pytest.raises(DatagenConfigError, match=r"first_video .* layouts_per_template=0"):
+        make_plan(_config("phyre_eval_in_template6.yaml", "options.first_video=10"))
 
 
 def test_tiny_dataset_round_trip(tmp_path):
