@@ -2,10 +2,12 @@
 
 The paper's abnormal ratio was judged by people (a video is abnormal if it visibly breaks physics).
 Here each generated combinatorial video is parsed into per-frame states of its colour classes
-(the scene's palette: red user ball, gray dynamic objects, black static objects, ...), and each
-rule below compares them with the first frame, which is the given condition frame. PHYRE-like
-scenes are 2D, hard-edged and walled: objects never overlap, never leave the view, never change
-colour, size or shape, and start at rest, so the dynamic objects' energy can only fall.
+(the scene's palette: red user ball, gray dynamic objects, black static objects, ...; each
+pixel to its colour, or for a blend of two colours at an edge, to the one covering more of it),
+and each rule below compares them with the first frame, which is the given condition frame.
+PHYRE-like scenes are 2D and walled: objects never overlap (once pushed apart, in scenes that
+start overlapping), never leave the view, never change colour, size or shape, and start at
+rest, so the dynamic objects' energy can only fall.
 
 Rules (thresholds in `eval.config.AbnormalConfig`):
 - `stray_colour`: more than `stray_pixel_frac` of a frame's pixels are explained by no palette
@@ -14,11 +16,14 @@ Rules (thresholds in `eval.config.AbnormalConfig`):
   the area of its smallest object (component) in frame 0 and more than `area_class_frac` of the
   class's area (thin bars rasterised at other angles change area by up to ~13% at 128 px) -> an
   object appeared, vanished, changed size or colour (area moves between classes), or objects
-  overlap (interpenetration hides area: a 2D scene has none).
-- `count`: a colour class has more components than in frame 0 -> an object appeared, or one
-  object passing through another cut it in two (fewer is allowed: touching objects merge).
-- `shape`: a class that is one component in frame 0 and in frame t changed the eigenvalues of
-  its pixel covariance (rotation-invariant) by more than `shape_change`, relative.
+  overlap (interpenetration hides area: a 2D scene has none). A static class's area does not
+  count where a moving object covered it at frame 0 (scenes that start overlapping, as the
+  authors' do, reveal it as they part).
+- `count`: a colour class has more components than in frame 0 and than it has objects -> an
+  object appeared, or one object passing through another cut it in two (fewer is allowed:
+  touching objects merge; objects that start together may part).
+- `shape`: a class of one object that is one component in frame 0 and in frame t changed the
+  eigenvalues of its pixel covariance (rotation-invariant) by more than `shape_change`, relative.
 - `energy`: a dynamic colour class's centre of mass has g y + |v|^2 / 2 more than
   `energy_gain` x (its fall so far) + `energy_gain_abs_px` x g above its start (at rest): energy
   from nowhere (a launched object could in principle gain it from a heavier one; with PHYRE's
@@ -43,20 +48,26 @@ SUPPORT_PX = 2  # a component within this many pixels of another object or the b
 
 @dataclass
 class Palette:
-    """The colours of a scene's objects and which of them move."""
+    """The colours of a scene's objects, which of them move, and how many objects each has."""
 
     colours: np.ndarray  # (K, 3) float
     dynamic: np.ndarray  # (K,) bool
+    objects: np.ndarray  # (K,) int: objects of each colour (0: unknown, count from frame 0 only)
 
     @classmethod
     def from_objects(cls, objects: list[dict]) -> Palette:
         """The palette of a sample's `objects` column (a colour is dynamic if any object of it is)."""
-        table: dict[tuple[int, ...], bool] = {}
+        table: dict[tuple[int, ...], list] = {}
         for obj in objects:
-            key = tuple(int(c) for c in obj["colour"])
-            table[key] = table.get(key, False) or bool(obj.get("dynamic", True))
+            entry = table.setdefault(tuple(int(c) for c in obj["colour"]), [False, 0])
+            entry[0] |= bool(obj.get("dynamic", True))
+            entry[1] += 1
         keys = sorted(table)
-        return cls(np.array(keys, np.float64), np.array([table[k] for k in keys]))
+        return cls(
+            np.array(keys, np.float64),
+            np.array([table[k][0] for k in keys]),
+            np.array([table[k][1] for k in keys]),
+        )
 
 
 def classify(
@@ -64,9 +75,11 @@ def classify(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-pixel class (T, H, W) int: -1 background, k palette colour k; and a stray mask.
 
-    A pixel belongs to the nearest of {white, palette colours}; it is stray when it is farther
-    than `colour_tol` from every segment between two of them (blends at blurred edges). Exact
-    palette pixels (all of a hard-edged ground-truth video) skip the distance computations.
+    A pixel is explained by the nearest of {white, palette colours} or of the segments between
+    two of them (blends at anti-aliased or blurred edges); a blend belongs to the colour that
+    covers more of it, never to a third colour that happens to lie nearer (a gray-black edge
+    is not red). It is stray when farther than `colour_tol` from every colour and segment.
+    Exact palette pixels (all of a hard-edged ground-truth video) skip the distance computations.
     """
     px = frames.reshape(-1, 3)
     anchors = np.vstack([WHITE, palette.colours]).astype(np.float32)  # (K+1, 3)
@@ -80,13 +93,17 @@ def classify(
     if len(rest):
         p = px[rest].astype(np.float32)
         d2 = ((p[:, None, :] - anchors[None]) ** 2).sum(-1)  # (P, K+1)
-        label[rest] = d2.argmin(axis=1) - 1
+        best_label = d2.argmin(axis=1) - 1
         best = np.sqrt(d2.min(axis=1))
         for i in range(len(anchors)):
             for j in range(i + 1, len(anchors)):
                 seg = anchors[j] - anchors[i]
                 t = np.clip(((p - anchors[i]) @ seg) / (seg @ seg), 0.0, 1.0)
-                best = np.minimum(best, np.linalg.norm(p - (anchors[i] + t[:, None] * seg), axis=1))
+                dist = np.linalg.norm(p - (anchors[i] + t[:, None] * seg), axis=1)
+                closer = dist < best
+                best = np.where(closer, dist, best)
+                best_label = np.where(closer, np.where(t < 0.5, i, j) - 1, best_label)
+        label[rest] = best_label
         stray[rest] = best > colour_tol
     shape = frames.shape[:3]
     return label.reshape(shape), stray.reshape(shape)
@@ -173,14 +190,23 @@ def detect(
     flags["stray_colour"] = bool(
         (stray[start:].sum(axis=(1, 2)) > cfg.stray_pixel_frac * pixels).any()
     )
-    for s in states:
+    moving_at_0 = np.isin(label[0], np.flatnonzero(palette.dynamic))
+    for k, (s, objects) in enumerate(zip(states, palette.objects)):
         if s.area[0] < cfg.min_area_px:
             flags["count"] |= bool((s.count[start:] > 0).any())  # a class absent at frame 0 appears
             continue
         smallest = min((a for _, a, _ in s.components[0]), default=s.area[0])
         tol = max(cfg.area_change * smallest, cfg.area_class_frac * s.area[0])
-        flags["area"] |= bool((np.abs(s.area[start:] - s.area[0]) > tol).any())
-        flags["count"] |= bool((s.count[start:] > s.count[0]).any())
+        area = s.area
+        if not palette.dynamic[k]:
+            # Static objects never move: they gain area only where a moving object covered them
+            # at frame 0 and has left (scenes that start with objects overlapping).
+            area = area - ((label == k) & moving_at_0).sum(axis=(1, 2))
+        flags["area"] |= bool((np.abs(area[start:] - area[0]) > tol).any())
+        # Objects touching or overlapping at frame 0 are one component there and may part.
+        flags["count"] |= bool((s.count[start:] > max(s.count[0], objects)).any())
+        if objects > 1:
+            continue  # several objects of one colour can merge and part: no single shape
         single = (s.count == 1) & (s.count[0] == 1)
         rel = np.abs(s.eig - s.eig[0]).max(axis=1) / max(s.eig[0].max(), 1e-9)
         flags["shape"] |= bool((single[start:] & (rel[start:] > cfg.shape_change)).any())
