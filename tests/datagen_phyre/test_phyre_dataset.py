@@ -142,3 +142,21 @@ def test_job_array_gives_the_same_bytes(tmp_path):
     merged = run(load_config(DatagenConfig, [*array, "mode=merge"]))
     assert merged["manifest"]["shards"] == one["manifest"]["shards"]
     assert merged["manifest"]["count"] == 12
+
+
+@pytest.mark.parametrize(("name", "counts"), [("phyre", (960, 1000)), ("phyre_paper", (600, 500))])
+def test_eval_configs_score_the_sets_these_configs_make(name, counts):
+    # Each set of configs/eval/NAME.yaml is the output of a data config here; paper mode scores
+    # 600 in-template and 500 out-of-template videos (the authors' evaluate_video.py), FVD on
+    # that N per side.
+    from eval.config import EvalConfig
+
+    cfg = load_config(EvalConfig, [str(CONFIGS.parent / "eval" / f"{name}.yaml"), "checkpoint=x"])
+    outputs = {
+        _config(p.name).output: p.name for p in CONFIGS.glob("phyre_*.yaml") if "base" not in p.name
+    }
+    for s, n in zip(cfg.sets, counts):
+        assert s.kind == "combinatorial" and s.path in outputs
+        assert make_plan(_config(outputs[s.path])).count == n
+        assert s.max_videos in (0, n)
+    assert cfg.fvd.num_videos == counts[0]
