@@ -131,6 +131,11 @@ def torch_load(path: Path, map_location: Any = "cpu", safe_globals: Iterable[Any
             "phyworld never writes such a file, so it was altered or comes from elsewhere: do not "
             "load it; remove or replace the checkpoint directory holding it"
         ) from None
+    except (RuntimeError, EOFError) as err:  # not a torch file (a zip or pickle error)
+        raise CheckpointError(
+            f"cannot read {path} as a torch checkpoint ({str(err).splitlines()[0]}); remove or "
+            "replace the checkpoint directory holding it"
+        ) from None
 
 
 def _deepspeed_safe_globals() -> list[Any]:
@@ -183,16 +188,15 @@ def verified_io(engine: Any) -> _VerifiedIO:
 def _weights_only_everywhere() -> Iterator[None]:
     """Make torch.load weights-only even where the caller passes `weights_only=False` (DeepSpeed's
     zero_to_fp32 does), through torch's documented TORCH_FORCE_WEIGHTS_ONLY_LOAD override."""
-    before = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+    names = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+    before = {name: os.environ.pop(name, None) for name in names}
     os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
     try:
         with torch.serialization.safe_globals(_deepspeed_safe_globals()):
             yield
     finally:
-        if before is None:
-            del os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"]
-        else:
-            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = before
+        del os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"]
+        os.environ.update({name: value for name, value in before.items() if value is not None})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,10 +229,18 @@ def read_manifest(path: Path) -> dict[str, dict[str, Any]] | None:
     except (OSError, ValueError):
         return None
     valid = isinstance(files, dict) and all(
-        isinstance(e, dict) and isinstance(e.get("size"), int) and isinstance(e.get("sha256"), str)
-        for e in files.values()
+        _inside(rel)
+        and isinstance(e, dict)
+        and isinstance(e.get("size"), int)
+        and isinstance(e.get("sha256"), str)
+        for rel, e in files.items()
     )
     return files if valid else None
+
+
+def _inside(rel: str) -> bool:
+    """A relative path that stays inside the checkpoint (a manifest naming `../x` is not ours)."""
+    return not Path(rel).is_absolute() and ".." not in Path(rel).parts
 
 
 def is_complete(path: Path) -> bool:
@@ -430,13 +442,16 @@ def _empty_trash(trash: Path) -> None:
     """Delete the files the manifest lists, the manifest last, then the emptied directories.
     Anything else (not written by training) stays, with a warning."""
     for rel in read_manifest(trash) or {}:
-        (trash / rel).unlink(missing_ok=True)
+        file = trash / rel
+        if file.parent.resolve().is_relative_to(trash.resolve()):  # no symlinked way out
+            file.unlink(missing_ok=True)
     (trash / COMPLETE).unlink(missing_ok=True)
-    for d in sorted((p for p in trash.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+    dirs = [p for p in trash.rglob("*") if p.is_dir() and not p.is_symlink()]
+    for d in sorted(dirs, key=lambda p: -len(p.parts)):  # deepest first
         if not any(d.iterdir()):
             d.rmdir()
     if any(trash.iterdir()):
-        left = sorted(str(p.relative_to(trash)) for p in trash.rglob("*") if p.is_file())
+        left = sorted(str(p.relative_to(trash)) for p in trash.rglob("*") if p not in dirs)
         warnings.warn(
             f"{trash} (a pruned checkpoint) still holds files training did not write: "
             f"{', '.join(left[:5])}; move them out or delete the directory yourself",

@@ -169,3 +169,22 @@ def test_write_atomic_replaces_whole_file(tmp_path: Path) -> None:
     write_bytes(target, b"step_00000020")
     assert target.read_bytes() == b"step_00000020"
     assert [p.name for p in tmp_path.iterdir()] == ["latest"]  # no temporary left behind
+
+
+def test_a_crafted_manifest_cannot_make_prune_delete_outside(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim.txt").write_text("keep me")
+    old = fake_checkpoint(tmp_path, 10)
+    fake_checkpoint(tmp_path, 20)
+    (old / "link").symlink_to(outside)  # a way out, listed in a forged manifest
+    files = json.loads((old / COMPLETE).read_text())
+    files["link/victim.txt"] = {"size": 7, "sha256": "forged"}
+    (old / COMPLETE).write_text(json.dumps(files))
+    with pytest.warns(UserWarning, match="did not write: link"):
+        prune(tmp_path / "checkpoints", keep_last=1)
+    assert (outside / "victim.txt").read_text() == "keep me"
+    files["../../outside/victim.txt"] = files.pop("link/victim.txt")
+    (old.parent / "step_00000005").mkdir()
+    (old.parent / "step_00000005" / COMPLETE).write_text(json.dumps(files))
+    assert not is_complete(old.parent / "step_00000005")  # such a manifest is not ours

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import shutil
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from training.checkpoint import (
     COMPLETE,
     CheckpointError,
     _VerifiedIO,
+    _weights_only_everywhere,
     init_weights,
     is_complete,
     read_manifest,
@@ -116,6 +118,8 @@ def test_a_crafted_pickle_is_refused_and_runs_nothing(tmp_path: Path) -> None:
         torch_load(tmp_path / "rank_00000.pt")
     with pytest.raises(CheckpointError, match=r"refusing to load"):
         _VerifiedIO(inner=None).load(str(tmp_path / "rank_00000.pt"))  # DeepSpeed's loads
+    with _weights_only_everywhere(), pytest.raises(pickle.UnpicklingError):
+        torch.load(tmp_path / "rank_00000.pt", weights_only=False)  # as zero_to_fp32 calls it
     assert not marker.exists()
 
 
