@@ -533,22 +533,31 @@ def resume(
     step, this rank's `extra`), or None when there is none.
 
     Every file is verified against `COMPLETE` before anything is loaded. A checkpoint that fails
-    is moved to `corrupt_step_X` with a warning naming the files, and the one before it is tried.
+    is moved to `corrupt_step_X` with a warning naming the files, and the one before it is tried;
+    if none is left, a `CheckpointError` (rather than silently starting over).
     """
     rank = dist.get_rank()
     root = Path(run_dir) / "checkpoints"
     if rank == 0 and root.is_dir():
         clean_leftovers(root)
     candidates = _candidates(root) if rank == 0 else iter(())
+    set_aside: list[str] = []
     while True:
         choice = [str(next(candidates, "")) if rank == 0 else None]
         dist.broadcast_object_list(choice, src=0)
+        if not choice[0] and set_aside:
+            raise CheckpointError(
+                f"no intact checkpoint in {root}: {', '.join(set_aside)} failed verification and "
+                f"were moved to {CORRUPT}step_* (see the warnings). Restore a good copy, or start "
+                "over with checkpoint.resume=false or another output_dir"
+            )
         if not choice[0]:
             return None
         path = Path(choice[0])
         problems = verify_shared(path)
         if not problems:
             break
+        set_aside.append(path.name)
         if rank == 0:
             kept = _quarantine(path)
             warnings.warn(

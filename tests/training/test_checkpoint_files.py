@@ -18,10 +18,12 @@ from phyworld.storage import write_bytes
 from training.checkpoint import (
     COMPLETE,
     LATEST,
+    CheckpointError,
     clean_leftovers,
     is_complete,
     latest,
     prune,
+    resume,
     step_dir,
     verify,
     write_manifest,
@@ -188,3 +190,24 @@ def test_a_crafted_manifest_cannot_make_prune_delete_outside(tmp_path: Path) -> 
     (old.parent / "step_00000005").mkdir()
     (old.parent / "step_00000005" / COMPLETE).write_text(json.dumps(files))
     assert not is_complete(old.parent / "step_00000005")  # such a manifest is not ours
+
+
+def test_resume_sets_corrupt_checkpoints_aside_and_never_starts_over(
+    tmp_path: Path, process_group
+) -> None:
+    root = tmp_path / "checkpoints"
+    for step in (10, 20):
+        flip(fake_checkpoint(tmp_path, step) / "rank_00000.pt")
+    leftover = root / ".trash_step_00000005.abc"
+    leftover.mkdir()
+    with pytest.warns(UserWarning) as seen, pytest.raises(CheckpointError) as err:
+        resume(tmp_path, engine=None, ema=None, loader=None, cfg=None, shape=None)
+    assert "no intact checkpoint" in str(err.value) and "resume=false" in str(err.value)
+    messages = [str(w.message) for w in seen]
+    for step in (20, 10):  # newest first, each named with its file
+        assert any(
+            f"step_{step:08d} is corrupt, not resuming from it: rank_00000.pt" in m
+            for m in messages
+        )
+    names = sorted(p.name for p in root.iterdir())
+    assert names == ["corrupt_step_00000010", "corrupt_step_00000020", LATEST]  # kept, trash gone

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-from harness import TINY_CONFIG, craft_pickle, flip, free_port, run_training
+from harness import TINY_CONFIG, craft_pickle, flip, run_training
 
 from training.checkpoint import (
     COMPLETE,
@@ -47,16 +46,6 @@ def saved_run(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) -> t
     ]
     run_training(args)
     return run, args
-
-
-@pytest.fixture(scope="module")
-def process_group(tmp_path_factory: pytest.TempPathFactory):
-    """A one-rank gloo group, as training has when it reads `init_from`."""
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1
-    )
-    yield
-    dist.destroy_process_group()
 
 
 def step(run: Path, n: int) -> Path:
