@@ -31,7 +31,7 @@ from eval.config import EvalConfig
 from eval.evaluate import CheckpointLoadError, evaluate_checkpoint
 from phyworld.config import from_yaml
 from phyworld.storage import write_bytes
-from training.checkpoint import COMPLETE, is_complete, latest
+from training.checkpoint import COMPLETE, is_complete, latest, verify
 from training.config import TrainConfig
 
 METRICS = "metrics.jsonl"
@@ -128,9 +128,10 @@ def pending(run_dir: Path, cfg: EvalConfig) -> list[Path]:
 
 def training_finished(run_dir: Path) -> bool:
     """True when the run's newest complete checkpoint is its last: its step is the `max_steps`
-    of the config saved with it (a run resumed later with more steps starts a new watch)."""
+    of the config saved with it (a run resumed later with more steps starts a new watch). A config
+    unlike its manifest tells nothing: not finished (the checkpoint is refused with an error)."""
     newest = latest(run_dir)
-    if newest is None:
+    if newest is None or verify(newest, ["config.yaml"]):
         return False
     cfg = from_yaml(TrainConfig, (newest / "config.yaml").read_text())
     return int(newest.name.split("_")[1]) >= cfg.max_steps

@@ -361,7 +361,7 @@ def test_training_finished_when_the_newest_checkpoint_is_the_last(tmp_path):
         path.mkdir(parents=True)
         (path / "config.yaml").write_text("max_steps: 20\n")
         if complete:
-            (path / "COMPLETE").write_text("{}")
+            write_manifest(path, {})
 
     assert not training_finished(tmp_path)  # no checkpoints yet
     checkpoint(10)
@@ -369,5 +369,7 @@ def test_training_finished_when_the_newest_checkpoint_is_the_last(tmp_path):
     checkpoint(20, complete=False)  # the last one, broken: skipped with a warning
     with pytest.warns(UserWarning, match="incomplete or corrupt"):
         assert not training_finished(tmp_path)
-    (tmp_path / "checkpoints" / "step_00000020" / "COMPLETE").write_text("{}")
+    write_manifest(tmp_path / "checkpoints" / "step_00000020", {})
     assert training_finished(tmp_path)
+    flip(tmp_path / "checkpoints" / "step_00000020" / "config.yaml")  # unreadable max_steps
+    assert not training_finished(tmp_path)
