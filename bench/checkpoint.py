@@ -1,5 +1,5 @@
 """What content hashes cost a checkpoint: saving with the sha256 computed while writing
-(`training.checkpoint.torch_save`) and verifying a file before loading it, each against the plain
+(`training.checkpoint_files.torch_save`) and verifying a file before loading it, each against the plain
 operation it adds to, on the same state dict in the same run.
 
     python bench/checkpoint.py [--mb 512] [--repeats 3] [--dir /tmp]
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from training.checkpoint import sha256_file, torch_load, torch_save
+from training.checkpoint_files import sha256_file, torch_load, torch_save
 
 
 def plain_save(obj: dict, path: Path) -> None:

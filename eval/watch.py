@@ -31,7 +31,8 @@ from eval.config import EvalConfig
 from eval.evaluate import CheckpointLoadError, evaluate_checkpoint
 from phyworld.config import from_yaml
 from phyworld.storage import write_bytes
-from training.checkpoint import COMPLETE, is_complete, latest, verify
+from training.checkpoint import latest
+from training.checkpoint_files import COMPLETE, is_complete, verify
 from training.config import TrainConfig
 
 METRICS = "metrics.jsonl"

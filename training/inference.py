@@ -17,7 +17,15 @@ import torch
 import torch.nn.functional as F
 
 from phyworld.config import from_yaml
-from training import checkpoint, diffusion
+from training import diffusion
+from training.checkpoint import READ_BY_INFERENCE, WEIGHTS, checkpoint_dir, latest
+from training.checkpoint_files import (
+    COMPLETE,
+    CheckpointError,
+    raise_if_corrupt,
+    torch_load,
+    verify,
+)
 from training.config import TrainConfig
 from training.model import DiT, build_dit
 from training.vae import build_autoencoder
@@ -95,21 +103,21 @@ def resolve_checkpoint(path: str | Path) -> Path:
     are verified by `load_generator`, which reads them."""
     path = Path(path)
     if not path.exists():
-        raise checkpoint.CheckpointError(
+        raise CheckpointError(
             f"{path} does not exist; pass a run directory or RUN/checkpoints/step_XXXXXXXX"
         )
-    if (path / checkpoint.COMPLETE).exists():
-        return checkpoint.checkpoint_dir(path)
+    if (path / COMPLETE).exists():
+        return checkpoint_dir(path)
     if (path / "checkpoints").is_dir() or (path / "config.yaml").is_file():  # a training run
-        found = checkpoint.latest(path)
+        found = latest(path)
         if found is None:
-            raise checkpoint.CheckpointError(
+            raise CheckpointError(
                 f"run {path} has no checkpoint yet (nothing complete in {path / 'checkpoints'}): "
                 "training writes one every checkpoint.every_steps steps; evaluate once one "
                 "exists, or follow the run with watch=true"
             )
         return found
-    raise checkpoint.CheckpointError(
+    raise CheckpointError(
         f"{path} is neither a checkpoint (no COMPLETE marker: still being written?) nor a training "
         "run directory; pass RUN or RUN/checkpoints/step_XXXXXXXX"
     )
@@ -123,14 +131,12 @@ def load_generator(
     The files read are checked against the checkpoint's manifest first: a corrupt checkpoint
     raises a `CheckpointError` naming the file."""
     path = resolve_checkpoint(ckpt_dir)
-    checkpoint.require_intact(path, checkpoint.READ_BY_INFERENCE)
+    raise_if_corrupt(path, verify(path, READ_BY_INFERENCE))
     device = torch.device(device)
     cfg = from_yaml(TrainConfig, (path / "config.yaml").read_text())
     autoencoder = build_autoencoder(cfg.vae).to(device)
     model = build_dit(cfg.model, autoencoder.latent_channels)
-    model.load_state_dict(
-        checkpoint.torch_load(path / checkpoint.WEIGHTS)["ema" if ema else "model"]
-    )
+    model.load_state_dict(torch_load(path / WEIGHTS)["ema" if ema else "model"])
     model.to(device).eval().requires_grad_(False)
     return Generator(
         model=model, autoencoder=autoencoder, config=cfg, device=device, checkpoint=path

@@ -30,7 +30,7 @@ from eval.report import plot_figure3, run_rows, write_table2
 from eval.samples import EvalSetError
 from eval.watch import read_metrics
 from phyworld.config import load_config, to_yaml
-from training.checkpoint import write_manifest
+from training.checkpoint_files import write_manifest
 from training.config import TrainConfig
 from training.model import build_dit
 from training.vae import build_autoencoder

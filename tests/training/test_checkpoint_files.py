@@ -15,16 +15,12 @@ import pytest
 from harness import REPO, flip, train_env
 
 from phyworld.storage import write_bytes
-from training.checkpoint import (
+from training.checkpoint import LATEST, latest, prune, resume, step_dir
+from training.checkpoint_files import (
     COMPLETE,
-    LATEST,
     CheckpointError,
     clean_leftovers,
     is_complete,
-    latest,
-    prune,
-    resume,
-    step_dir,
     verify,
     write_manifest,
 )

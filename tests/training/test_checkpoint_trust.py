@@ -15,12 +15,10 @@ import pytest
 import torch
 from harness import TINY_CONFIG, craft_pickle, flip, run_training
 
-from training.checkpoint import (
+from training.checkpoint import _VerifiedIO, _weights_only_everywhere, init_weights
+from training.checkpoint_files import (
     COMPLETE,
     CheckpointError,
-    _VerifiedIO,
-    _weights_only_everywhere,
-    init_weights,
     is_complete,
     read_manifest,
     torch_load,
