@@ -95,7 +95,10 @@ def _deepspeed_safe_globals() -> list[Any]:
 class _VerifiedIO:
     """DeepSpeed's checkpoint engine (`TorchCheckpointEngine`) with two changes: `save` hashes
     what it writes (`written`: path -> sha256), `load` is `weights_only=True`. DeepSpeed passes
-    `weights_only=False` itself, so its own loads would run any pickle."""
+    `weights_only=False` itself, so its own loads would run any pickle. Every file
+    `engine.load_checkpoint` reads goes through here; the only DeepSpeed 0.19 loads that bypass
+    the engine are its universal-checkpoint readers (ZeRO `load_universal`, never used here) and
+    zero_to_fp32 (made weights-only by `_weights_only_everywhere`)."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
