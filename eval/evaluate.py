@@ -55,7 +55,9 @@ def load_checkpoint(path: Path, cfg: EvalConfig):
             f"checkpoint {path} was written with a config this code does not know ({err}); "
             "evaluate it with the phyworld version that trained it"
         ) from None
-    except (CheckpointError, FileNotFoundError) as err:
+    except CheckpointError as err:  # its message names the checkpoint, the file and the fix
+        raise CheckpointLoadError(str(err)) from None
+    except FileNotFoundError as err:
         raise CheckpointLoadError(f"cannot load checkpoint {path}: {err}") from None
 
 

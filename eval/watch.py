@@ -9,14 +9,18 @@ The watcher lists `RUN/checkpoints/step_*` directories that are complete (traini
 COMPLETE marker last and renames into place, so a half-written checkpoint is never listed), skips
 those already in metrics.jsonl with every configured set (so a restarted watcher picks up where
 it stopped), and evaluates the rest oldest first. A checkpoint pruned by training while waiting is
-skipped with a warning. It stops by itself once the run's last checkpoint (step = max_steps) is
-evaluated.
+skipped with a warning. A checkpoint that cannot be loaded (corrupt: a file unlike its manifest;
+or written by another phyworld version) gets an `[eval] error:` line and is skipped while the
+watcher goes on with the others; once it stops, the job fails naming every refused checkpoint,
+so a corrupt checkpoint never passes unnoticed nor costs the evaluation of the rest. It stops by
+itself once the run's last checkpoint (step = max_steps) is evaluated or refused.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -27,7 +31,8 @@ from eval.config import EvalConfig
 from eval.evaluate import CheckpointLoadError, evaluate_checkpoint
 from phyworld.config import from_yaml
 from phyworld.storage import write_bytes
-from training.checkpoint import is_complete, latest
+from training.checkpoint import latest
+from training.checkpoint_files import COMPLETE, is_complete, verify
 from training.config import TrainConfig
 
 METRICS = "metrics.jsonl"
@@ -124,9 +129,10 @@ def pending(run_dir: Path, cfg: EvalConfig) -> list[Path]:
 
 def training_finished(run_dir: Path) -> bool:
     """True when the run's newest complete checkpoint is its last: its step is the `max_steps`
-    of the config saved with it (a run resumed later with more steps starts a new watch)."""
+    of the config saved with it (a run resumed later with more steps starts a new watch). A config
+    unlike its manifest tells nothing: not finished (the checkpoint is refused with an error)."""
     newest = latest(run_dir)
-    if newest is None:
+    if newest is None or verify(newest, ["config.yaml"]):
         return False
     cfg = from_yaml(TrainConfig, (newest / "config.yaml").read_text())
     return int(newest.name.split("_")[1]) >= cfg.max_steps
@@ -137,27 +143,57 @@ def watch(run_dir: Path, cfg: EvalConfig, nets: dict) -> int:
 
     Stops once training has written its last checkpoint (`training_finished`) and every
     checkpoint is evaluated, or after `stop_after_s` seconds without a new checkpoint (0: only
-    when training has finished).
+    when training has finished). Raises `CheckpointLoadError` at the end if any was refused.
     """
     evaluated, idle_since = 0, time.time()
+    # Refused checkpoints: name -> (its COMPLETE, why); skipped until saved again.
+    refused: dict[str, tuple[bytes | None, str]] = {}
+
+    def todo() -> list[Path]:
+        return [
+            p
+            for p in pending(run_dir, cfg)
+            if p.name not in refused or refused[p.name][0] != _marker(p)
+        ]
+
     print(f"[eval] watching {run_dir}/checkpoints every {cfg.poll_s}s", flush=True)
     while True:
-        todo = pending(run_dir, cfg)
-        for ckpt in todo:
+        for ckpt in todo():
             try:
                 evaluate_and_record(ckpt, run_dir, cfg, nets)
                 evaluated += 1
+                refused.pop(ckpt.name, None)
             except CheckpointLoadError as err:
-                if ckpt.exists():
-                    raise
-                warnings.warn(
-                    f"checkpoint {ckpt} was removed before it could be evaluated: {err}",
-                    stacklevel=1,
-                )
+                if not ckpt.exists():
+                    warnings.warn(
+                        f"checkpoint {ckpt} was removed before it could be evaluated: {err}",
+                        stacklevel=1,
+                    )
+                else:
+                    refused[ckpt.name] = (_marker(ckpt), str(err))
+                    print(
+                        f"[eval] error: {err} (skipped; watching on)", file=sys.stderr, flush=True
+                    )
             idle_since = time.time()
-        if training_finished(run_dir) and not pending(run_dir, cfg):
-            print(f"[eval] {run_dir}: training finished, every checkpoint evaluated", flush=True)
-            return evaluated
+        if training_finished(run_dir) and not todo():
+            done = "evaluated or refused" if refused else "evaluated"
+            print(f"[eval] {run_dir}: training finished, every checkpoint {done}", flush=True)
+            break
         if cfg.stop_after_s and time.time() - idle_since > cfg.stop_after_s:
-            return evaluated
+            break
         time.sleep(cfg.poll_s)
+    if refused:
+        raise CheckpointLoadError(
+            f"{len(refused)} checkpoint(s) of {run_dir} could not be evaluated: "
+            + "; ".join(why for _, why in refused.values())
+        )
+    return evaluated
+
+
+def _marker(ckpt: Path) -> bytes | None:
+    """The checkpoint's COMPLETE as it is now: a checkpoint saved again under the same name (after
+    training set a corrupt one aside) is a new one to evaluate."""
+    try:
+        return (ckpt / COMPLETE).read_bytes()
+    except OSError:
+        return None

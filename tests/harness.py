@@ -87,3 +87,29 @@ def logged_losses(run: Path) -> dict[int, float]:
         acc.Reload()
         out.update({e.step: e.value for e in acc.Scalars("train/loss")})
     return out
+
+
+def flip(file: Path, count: int = 64) -> None:
+    """Invert `count` bytes in the middle of `file`, its size unchanged (silent disk corruption)."""
+    data = bytearray(file.read_bytes())
+    start = max(0, len(data) // 2 - count // 2)
+    for i in range(start, min(len(data), start + count)):
+        data[i] ^= 0xFF
+    file.write_bytes(bytes(data))
+
+
+class _Payload:
+    """Unpickling this runs `touch marker`: what a crafted checkpoint could do when loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def craft_pickle(file: Path, marker: Path) -> None:
+    """Write to `file` a torch checkpoint whose unpickling (weights_only=False) creates `marker`."""
+    import torch
+
+    torch.save({"rng": _Payload(marker), "ema": {}}, file)

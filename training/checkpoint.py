@@ -1,15 +1,24 @@
-"""Checkpoints: everything an exact resume needs, written atomically, found again after a crash.
+"""Checkpoints: everything an exact resume needs, written atomically, verified before it is read.
 
 Layout (ARCHITECTURE.md): `RUN/checkpoints/step_XXXXXXXX/` holds
   deepspeed/        the engine's own checkpoint: module, optimizer and ZeRO shards, scheduler
   rank_XXXXX.pt     per rank: python/numpy/torch(/cuda) RNG states, EMA shard, dataloader state
-  weights.pt        consolidated fp32 {"model", "ema"} (loads with weights_only=True, for eval)
+  weights.pt        consolidated fp32 {"model", "ema"} (for eval and `checkpoint.init_from`)
   config.yaml       the resolved training config
   meta.json         step, world size, data/sequence parallel sizes, global batch, model size
-  COMPLETE          written last: the size of every file above, so truncation is detected
+  COMPLETE          written last: the manifest, size and sha256 of every file above
 and `RUN/checkpoints/latest` names the newest complete one. A checkpoint is built in a hidden
 temporary directory and renamed into place only once every rank has written and `COMPLETE` is on
 disk, then `latest` is replaced atomically; a crash at any point leaves the previous good state.
+
+Trust nothing on disk: every file is hashed while it is written, by the rank that writes it, and
+a reader checks the sha256 of each file it reads against `COMPLETE` before unpickling it (resume:
+every file, shared out over the ranks so each is hashed once; eval and `init_from`: the files
+they read). Every `.pt`, DeepSpeed's included, loads with `weights_only=True`, so a crafted
+pickle runs no code even with a forged manifest. A checkpoint that fails on resume is moved to
+`corrupt_step_X` (kept, never deleted) and the one before it is used. Old checkpoints are pruned
+by renaming them to `.trash_*` (never read) and deleting what their manifest lists; a prune or
+save killed half-way is cleaned up at the next start or save.
 """
 
 from __future__ import annotations
@@ -17,9 +26,10 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import time
 import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,16 +40,27 @@ import torch.distributed as dist
 
 from phyworld.config import to_dict, to_yaml
 from phyworld.storage import fsync_path, write_bytes
-from training.config import TrainConfig
+from training.checkpoint_files import (
+    CheckpointError,
+    clean_leftovers,
+    discard,
+    is_complete,
+    raise_if_corrupt,
+    read_manifest,
+    torch_load,
+    torch_save,
+    verify,
+    write_hashed,
+    write_manifest,
+)
+from training.config import ModelConfig, TrainConfig
 from training.ema import EMA
 
-COMPLETE = "COMPLETE"
 LATEST = "latest"
 DEEPSPEED_TAG = "deepspeed"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be resumed with this config; the message says what to do."""
+WEIGHTS = "weights.pt"
+READ_BY_INFERENCE = ("config.yaml", "meta.json", WEIGHTS)  # all that eval and init_from read
+CORRUPT = "corrupt_"  # prefix of checkpoints that failed verification on resume: kept as they are
 
 
 @dataclass
@@ -57,16 +78,72 @@ def step_dir(run_dir: str | Path, step: int) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-#                                      Atomic file writes
+#                       DeepSpeed's checkpoint I/O: hashed writes, weights-only loads
 # ---------------------------------------------------------------------------------------------
 
 
-def _file_sizes(root: Path) -> dict[str, int]:
-    return {
-        str(p.relative_to(root)): p.stat().st_size
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != COMPLETE
-    }
+def _deepspeed_safe_globals() -> list[Any]:
+    """The classes DeepSpeed 0.19 pickles in its checkpoints besides tensors (ZeRO 0-3, fp32 and
+    bf16; found with `torch.serialization.get_unsafe_globals_in_checkpoint`)."""
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, ZeroStageEnum, fragment_address]
+
+
+class _VerifiedIO:
+    """DeepSpeed's checkpoint engine (`TorchCheckpointEngine`) with two changes: `save` hashes
+    what it writes (`written`: path -> sha256), `load` is `weights_only=True`. DeepSpeed passes
+    `weights_only=False` itself, so its own loads would run any pickle. Every file
+    `engine.load_checkpoint` reads goes through here; the only DeepSpeed 0.19 loads that bypass
+    the engine are its universal-checkpoint readers (ZeRO `load_universal`, never used here) and
+    zero_to_fp32 (made weights-only by `_weights_only_everywhere`)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.written: dict[str, str] = {}
+
+    def save(self, state_dict: Any, path: str) -> None:
+        self.written[path] = torch_save(state_dict, Path(path), self.inner.zipfile_serialization)
+
+    def load(self, path: str, map_location: Any = None) -> Any:
+        return torch_load(Path(path), map_location, _deepspeed_safe_globals())
+
+    def __getattr__(self, name: str) -> Any:  # create, commit, makedirs, is_decoupled, ...
+        return getattr(self.inner, name)
+
+
+def verified_io(engine: Any) -> _VerifiedIO:
+    """The engine's checkpoint I/O, replaced (once) by `_VerifiedIO`."""
+    from deepspeed.runtime.checkpoint_engine import TorchCheckpointEngine
+
+    io = engine.checkpoint_engine
+    if isinstance(io, _VerifiedIO):
+        return io
+    if type(io) is not TorchCheckpointEngine:
+        raise CheckpointError(
+            f"DeepSpeed's checkpoint engine is {type(io).__name__}; phyworld hashes and verifies "
+            "checkpoints through TorchCheckpointEngine only: remove `checkpoint` writer or "
+            "datastates settings from the DeepSpeed config"
+        )
+    engine.checkpoint_engine = _VerifiedIO(io)
+    return engine.checkpoint_engine
+
+
+@contextmanager
+def _weights_only_everywhere() -> Iterator[None]:
+    """Make torch.load weights-only even where the caller passes `weights_only=False` (DeepSpeed's
+    zero_to_fp32 does), through torch's documented TORCH_FORCE_WEIGHTS_ONLY_LOAD override."""
+    names = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+    before = {name: os.environ.pop(name, None) for name in names}
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        with torch.serialization.safe_globals(_deepspeed_safe_globals()):
+            yield
+    finally:
+        del os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"]
+        os.environ.update({name: value for name, value in before.items() if value is not None})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,10 +152,11 @@ def _file_sizes(root: Path) -> dict[str, int]:
 
 
 def rng_state() -> dict[str, Any]:
-    """Every random generator the loop draws from on this rank."""
+    """Every random generator the loop draws from on this rank, as tensors and plain values."""
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (name, keys.tolist(), pos, has_gauss, cached),  # no numpy objects: weights-only
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -88,7 +166,8 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -105,10 +184,9 @@ def _consolidated_model(engine: Any, ds_dir: Path) -> dict[str, torch.Tensor]:
         return {k: v.detach().float().cpu().clone() for k, v in engine.module.state_dict().items()}
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    return {
-        k: v.float().clone()
-        for k, v in get_fp32_state_dict_from_zero_checkpoint(str(ds_dir), tag=DEEPSPEED_TAG).items()
-    }
+    with _weights_only_everywhere():
+        full = get_fp32_state_dict_from_zero_checkpoint(str(ds_dir), tag=DEEPSPEED_TAG)
+    return {k: v.float().clone() for k, v in full.items()}
 
 
 def save(
@@ -124,7 +202,7 @@ def save(
 ) -> Path:
     """Write checkpoint `step` (all ranks call this); returns its final directory.
 
-    `extra` is more per-rank state (e.g. the noise generator), returned by `load`.
+    `extra` is more per-rank state (e.g. the noise generator), returned by `resume`.
     """
     rank = dist.get_rank()
     root = Path(run_dir) / "checkpoints"
@@ -132,12 +210,15 @@ def save(
     tmp = root / f".tmp_step_{step:08d}"
     if rank == 0:
         root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)  # a save that crashed earlier
+        clean_leftovers(root)  # of a save or prune killed earlier
         tmp.mkdir()
     dist.barrier()
 
     # 1. DeepSpeed's own state: module, optimizer and ZeRO partitions, LR scheduler.
+    io = verified_io(engine)
+    io.written.clear()
     engine.save_checkpoint(str(tmp), tag=DEEPSPEED_TAG, save_latest=False)
+    digests = {Path(p).relative_to(tmp).as_posix(): h for p, h in io.written.items()}
     # 2. This rank's RNG, EMA shard and loader position.
     per_rank = {
         "rng": rng_state(),
@@ -145,17 +226,20 @@ def save(
         "loader": loader.state_dict(),
         "extra": extra or {},
     }
-    rank_file = tmp / f"rank_{rank:05d}.pt"
-    torch.save(per_rank, rank_file)
-    fsync_path(rank_file)
+    rank_file = f"rank_{rank:05d}.pt"
+    digests[rank_file] = torch_save(per_rank, tmp / rank_file)
     ema_full = ema.consolidated() if rank == 0 or ema.partitioned else None  # ZeRO-3: collective
-    dist.barrier()
+    every_rank = [None] * dist.get_world_size() if rank == 0 else None
+    dist.gather_object(digests, every_rank, dst=0)  # also: every rank has written its files
 
     # 3. Rank 0: consolidated weights, config, meta, COMPLETE, rename, `latest`, prune.
     if rank == 0:
+        for written in every_rank:
+            digests.update(written)
         weights = {"model": _consolidated_model(engine, tmp), "ema": ema_full}
-        torch.save(weights, tmp / "weights.pt")
-        (tmp / "config.yaml").write_text(to_yaml(cfg))
+        digests[WEIGHTS] = torch_save(weights, tmp / WEIGHTS)
+        text = to_yaml(cfg).encode()
+        digests["config.yaml"] = write_hashed(tmp / "config.yaml", lambda f: f.write(text))
         meta = {
             "step": step,
             "world_size": shape.world_size,
@@ -168,13 +252,11 @@ def save(
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
             "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", 0)),
         }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-        for p in tmp.rglob("*"):
-            if p.is_file():
-                fsync_path(p)
-        write_bytes(tmp / COMPLETE, json.dumps(_file_sizes(tmp), indent=1).encode())
-        if final.exists():  # a checkpoint of this step from a run that then crashed: replace it
-            shutil.rmtree(final)
+        blob = json.dumps(meta, indent=2).encode()
+        digests["meta.json"] = write_hashed(tmp / "meta.json", lambda f: f.write(blob))
+        write_manifest(tmp, digests)
+        if final.exists():  # saved by a launch that crashed before naming it in `latest`
+            discard(final)
         os.replace(tmp, final)
         fsync_path(root)
         write_bytes(root / LATEST, final.name.encode())
@@ -183,59 +265,135 @@ def save(
     return final
 
 
+# ---------------------------------------------------------------------------------------------
+#                                             Prune
+# ---------------------------------------------------------------------------------------------
+
+
 def prune(root: Path, keep_last: int) -> None:
-    """Delete all but the newest `keep_last` complete checkpoints, and leftover temporaries."""
+    """Delete all but the newest `keep_last` complete checkpoints (rank 0, no save running)."""
     complete = sorted(p for p in root.glob("step_*") if is_complete(p))
     for old in complete[: max(0, len(complete) - keep_last)]:
-        shutil.rmtree(old, ignore_errors=True)
-    for crashed in root.glob(".tmp_step_*"):  # saves killed mid-way (no save is running now)
-        shutil.rmtree(crashed, ignore_errors=True)
+        discard(old)
 
 
 # ---------------------------------------------------------------------------------------------
-#                                        Find and load
+#                                        Find and resume
 # ---------------------------------------------------------------------------------------------
 
 
-def is_complete(path: Path) -> bool:
-    """True when `COMPLETE` exists and every file it lists has the size it recorded."""
-    marker = path / COMPLETE
-    try:
-        sizes = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return False
-    try:
-        return all((path / rel).stat().st_size == size for rel, size in sizes.items())
-    except OSError:
-        return False
+def _candidates(root: Path) -> Iterator[Path]:
+    """Complete checkpoints, the one `latest` names first, then newest first; an incomplete one
+    (no COMPLETE, a missing or truncated file) is skipped with a warning."""
+    if not root.is_dir():
+        return
+    found = sorted(root.glob("step_*"), reverse=True)
+    pointer = root / LATEST
+    if pointer.is_file():
+        name = pointer.read_text().strip()
+        named = [p for p in found if p.name == name]
+        if not named:
+            warnings.warn(f"{pointer} names {name!r}, which is not a checkpoint here", stacklevel=3)
+        found = named + [p for p in found if p.name != name]
+    for path in found:
+        if is_complete(path):
+            yield path
+        else:
+            warnings.warn(
+                f"checkpoint {path} is incomplete or corrupt (missing or truncated files); "
+                "skipping it in favour of an older one",
+                stacklevel=3,
+            )
 
 
 def latest(run_dir: str | Path) -> Path | None:
     """The newest complete checkpoint of a run; a broken one is skipped with a warning."""
+    return next(_candidates(Path(run_dir) / "checkpoints"), None)
+
+
+def verify_shared(path: Path, names: Iterable[str] | None = None) -> list[str]:
+    """`verify(path, names)` with the hashing shared out over the ranks (all call this), balanced
+    by bytes: each file is read once, and every rank returns every rank's findings."""
+    files = read_manifest(path) or {}
+    world, rank = dist.get_world_size(), dist.get_rank()
+    load, mine = [0] * world, []
+    for rel in sorted(files if names is None else names, key=lambda r: (-_size(files, r), r)):
+        owner = load.index(min(load))  # the same choice on every rank
+        load[owner] += _size(files, rel)
+        if owner == rank:
+            mine.append(rel)
+    everyone: list[list[str] | None] = [None] * world
+    dist.all_gather_object(everyone, verify(path, mine))
+    return sorted({p for found in everyone for p in found})
+
+
+def _size(files: dict[str, dict[str, Any]], rel: str) -> int:
+    return files.get(rel, {}).get("size", 0)
+
+
+def _quarantine(path: Path) -> Path:
+    """Move a checkpoint that failed verification aside (never deleted: the user decides)."""
+    target, n = path.with_name(f"{CORRUPT}{path.name}"), 0
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{CORRUPT}{path.name}.{n}")
+    os.replace(path, target)
+    fsync_path(path.parent)
+    return target
+
+
+def resume(
+    run_dir: str | Path, engine: Any, ema: EMA, loader: Any, cfg: TrainConfig, shape: RunShape
+) -> tuple[Path, int, dict[str, Any]] | None:
+    """Restore the newest intact checkpoint of the run (all ranks call this): returns (its path,
+    step, this rank's `extra`), or None when there is none.
+
+    Every file is verified against `COMPLETE` before anything is loaded. A checkpoint that fails
+    is moved to `corrupt_step_X` with a warning naming the files, and the one before it is tried;
+    if none is left, a `CheckpointError` (rather than silently starting over).
+    """
+    rank = dist.get_rank()
     root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return None
-    candidates = sorted(root.glob("step_*"), reverse=True)
+    if rank == 0 and root.is_dir():
+        clean_leftovers(root)
+    candidates = _candidates(root) if rank == 0 else iter(())
+    set_aside: list[str] = []
+    while True:
+        choice = [str(next(candidates, "")) if rank == 0 else None]
+        dist.broadcast_object_list(choice, src=0)
+        if not choice[0] and set_aside:
+            raise CheckpointError(
+                f"no intact checkpoint in {root}: {', '.join(set_aside)} failed verification and "
+                f"were moved to {CORRUPT}step_* (see the warnings). Restore a good copy, or start "
+                "over with checkpoint.resume=false or another output_dir"
+            )
+        if not choice[0]:
+            return None
+        path = Path(choice[0])
+        problems = verify_shared(path)
+        if not problems:
+            break
+        set_aside.append(path.name)
+        if rank == 0:
+            kept = _quarantine(path)
+            warnings.warn(
+                f"checkpoint {path} is corrupt, not resuming from it: {'; '.join(problems)}. "
+                f"Moved it to {kept} (kept for inspection: delete it yourself); trying the "
+                "checkpoint before it",
+                stacklevel=2,
+            )
     pointer = root / LATEST
-    if pointer.is_file():
-        named = root / pointer.read_text().strip()
-        candidates = [named] + [c for c in candidates if c != named]
-    for path in candidates:
-        if is_complete(path):
-            return path
-        warnings.warn(
-            f"checkpoint {path} is incomplete or corrupt (missing or truncated files); "
-            "skipping it in favour of an older one",
-            stacklevel=2,
-        )
-    return None
+    if rank == 0 and (not pointer.is_file() or pointer.read_text().strip() != path.name):
+        write_bytes(pointer, path.name.encode())  # after a fallback: name the one in use
+    step, extra = _restore(path, engine, ema, loader, cfg, shape)
+    return path, step, extra
 
 
-def agreed_latest(run_dir: str | Path) -> Path | None:
-    """`latest(run_dir)` as decided by rank 0, so every rank resumes from the same checkpoint."""
-    choice = [str(latest(run_dir) or "") if dist.get_rank() == 0 else None]
-    dist.broadcast_object_list(choice, src=0)
-    return Path(choice[0]) if choice[0] else None
+def _model_diff(saved: dict[str, Any], model: ModelConfig) -> str:
+    """`model.K: checkpoint X, config Y` for each architecture setting that differs, or ''."""
+    now = to_dict(model)
+    keys = [k for k in now if k != "activation_checkpointing" and now[k] != saved.get(k)]
+    return ", ".join(f"model.{k}: checkpoint {saved.get(k)!r}, config {now[k]!r}" for k in keys)
 
 
 def check_compatible(path: Path, cfg: TrainConfig, shape: RunShape, zero_stage: int) -> dict:
@@ -243,13 +401,8 @@ def check_compatible(path: Path, cfg: TrainConfig, shape: RunShape, zero_stage: 
     meta = json.loads((path / "meta.json").read_text())
     new_dir = "start a new run (another output_dir)"
     init = f"{new_dir} with checkpoint.init_from={path} (weights and EMA, fresh optimizer)"
-    model = to_dict(cfg.model)
-    saved_model = meta["model"]
-    arch = [k for k in model if k != "activation_checkpointing" and model[k] != saved_model.get(k)]
-    if arch:
-        diff = ", ".join(
-            f"model.{k}: checkpoint {saved_model.get(k)!r}, config {model[k]!r}" for k in arch
-        )
+    diff = _model_diff(meta["model"], cfg.model)
+    if diff:
         raise CheckpointError(
             f"checkpoint {path} is from another model ({diff}). Set the config back to the "
             f"checkpoint's values, or {new_dir}."
@@ -278,27 +431,55 @@ def check_compatible(path: Path, cfg: TrainConfig, shape: RunShape, zero_stage: 
     return meta
 
 
-def load(
+def _restore(
     path: Path, engine: Any, ema: EMA, loader: Any, cfg: TrainConfig, shape: RunShape
 ) -> tuple[int, dict[str, Any]]:
-    """Restore everything `save` wrote (all ranks call this): returns (step, this rank's `extra`)."""
+    """Load everything `save` wrote into this rank (a verified checkpoint): (step, `extra`)."""
     meta = check_compatible(path, cfg, shape, engine.zero_optimization_stage())
+    per_rank = torch_load(path / f"rank_{dist.get_rank():05d}.pt")
+    verified_io(engine)
     load_path, _ = engine.load_checkpoint(str(path), tag=DEEPSPEED_TAG)
     if load_path is None:
         raise CheckpointError(f"DeepSpeed could not load {path / DEEPSPEED_TAG}")
-    per_rank = torch.load(path / f"rank_{dist.get_rank():05d}.pt", weights_only=False)
     ema.load_state_dict(per_rank["ema"])
     loader.load_state_dict(per_rank["loader"])
     set_rng_state(per_rank["rng"])
     return int(meta["step"]), per_rank["extra"]
 
 
-def load_weights(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
-    """`{"model", "ema"}` fp32 state dicts from a checkpoint directory or a `weights.pt` file."""
+# ---------------------------------------------------------------------------------------------
+#                               Weights for eval and init_from
+# ---------------------------------------------------------------------------------------------
+
+
+def checkpoint_dir(path: str | Path) -> Path:
+    """The checkpoint directory `path` (or the one holding the file `path`), which must exist and
+    be complete; raises a `CheckpointError` saying which it is not."""
     path = Path(path)
-    file = path / "weights.pt" if path.is_dir() else path
-    if not file.is_file():
+    if not path.exists():
         raise CheckpointError(
-            f"{file} does not exist; point at a step_XXXXXXXX directory or its weights.pt"
+            f"checkpoint {path} does not exist; give RUN/checkpoints/step_XXXXXXXX (or its weights.pt)"
         )
-    return torch.load(file, map_location="cpu", weights_only=True)
+    ckpt = path if path.is_dir() else path.parent
+    if not is_complete(ckpt):
+        raise CheckpointError(
+            f"{ckpt} is not a complete checkpoint (no valid COMPLETE marker, or missing or "
+            "truncated files); give a step_XXXXXXXX directory of RUN/checkpoints"
+        )
+    return ckpt
+
+
+def init_weights(path: str | Path, model: ModelConfig) -> dict[str, dict[str, torch.Tensor]]:
+    """`{"model", "ema"}` fp32 state dicts of `checkpoint.init_from`, verified, after checking
+    that they are weights of the model this config builds."""
+    ckpt = checkpoint_dir(path)
+    raise_if_corrupt(ckpt, verify_shared(ckpt, ["meta.json", WEIGHTS]))
+    saved = json.loads((ckpt / "meta.json").read_text())["model"]
+    diff = _model_diff(saved, model)
+    if diff:
+        raise CheckpointError(
+            f"checkpoint.init_from={path} holds weights of another model ({diff}). Set those "
+            f"model.* values to the checkpoint's (e.g. model.size={saved.get('size')}), or "
+            f"init from a checkpoint of a DiT-{model.size} run"
+        )
+    return torch_load(ckpt / WEIGHTS)

@@ -17,7 +17,15 @@ import torch
 import torch.nn.functional as F
 
 from phyworld.config import from_yaml
-from training import checkpoint, diffusion
+from training import diffusion
+from training.checkpoint import READ_BY_INFERENCE, WEIGHTS, checkpoint_dir, latest
+from training.checkpoint_files import (
+    COMPLETE,
+    CheckpointError,
+    raise_if_corrupt,
+    torch_load,
+    verify,
+)
 from training.config import TrainConfig
 from training.model import DiT, build_dit
 from training.vae import build_autoencoder
@@ -91,31 +99,44 @@ class Generator:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A step directory, or a run directory (its newest complete checkpoint)."""
+    """A step directory, or a run directory (its newest complete checkpoint). Cheap: the files
+    are verified by `load_generator`, which reads them."""
     path = Path(path)
-    if (path / "checkpoints").is_dir():
-        found = checkpoint.latest(path)
-        if found is None:
-            raise checkpoint.CheckpointError(f"run {path} has no complete checkpoint yet")
-        return found
-    if not checkpoint.is_complete(path):
-        raise checkpoint.CheckpointError(
-            f"{path} is not a complete checkpoint (no COMPLETE marker or truncated files); pass a "
-            "step_XXXXXXXX directory of RUN/checkpoints or the run directory"
+    if not path.exists():
+        raise CheckpointError(
+            f"{path} does not exist; pass a run directory or RUN/checkpoints/step_XXXXXXXX"
         )
-    return path
+    if (path / COMPLETE).exists():
+        return checkpoint_dir(path)
+    if (path / "checkpoints").is_dir() or (path / "config.yaml").is_file():  # a training run
+        found = latest(path)
+        if found is None:
+            raise CheckpointError(
+                f"run {path} has no checkpoint yet (nothing complete in {path / 'checkpoints'}): "
+                "training writes one every checkpoint.every_steps steps; evaluate once one "
+                "exists, or follow the run with watch=true"
+            )
+        return found
+    raise CheckpointError(
+        f"{path} is neither a checkpoint (no COMPLETE marker: still being written?) nor a training "
+        "run directory; pass RUN or RUN/checkpoints/step_XXXXXXXX"
+    )
 
 
 def load_generator(
     ckpt_dir: str | Path, ema: bool = True, device: str | torch.device = "cpu"
 ) -> Generator:
-    """The model (EMA weights unless `ema=False`), autoencoder and config of a checkpoint."""
+    """The model (EMA weights unless `ema=False`), autoencoder and config of a checkpoint.
+
+    The files read are checked against the checkpoint's manifest first: a corrupt checkpoint
+    raises a `CheckpointError` naming the file."""
     path = resolve_checkpoint(ckpt_dir)
+    raise_if_corrupt(path, verify(path, READ_BY_INFERENCE))
     device = torch.device(device)
     cfg = from_yaml(TrainConfig, (path / "config.yaml").read_text())
     autoencoder = build_autoencoder(cfg.vae).to(device)
     model = build_dit(cfg.model, autoencoder.latent_channels)
-    model.load_state_dict(checkpoint.load_weights(path)["ema" if ema else "model"])
+    model.load_state_dict(torch_load(path / WEIGHTS)["ema" if ema else "model"])
     model.to(device).eval().requires_grad_(False)
     return Generator(
         model=model, autoencoder=autoencoder, config=cfg, device=device, checkpoint=path

@@ -105,8 +105,9 @@ def main(argv: list[str]) -> None:
     model = build_dit(cfg.model, autoencoder.latent_channels)
     log0(describe(model, cfg.model.size))
     num_params = count_params(model)
-    init = checkpoint.load_weights(cfg.checkpoint.init_from) if cfg.checkpoint.init_from else None
-    if init is not None:
+    init = None
+    if cfg.checkpoint.init_from:  # verified, and checked to be weights of this model
+        init = checkpoint.init_weights(cfg.checkpoint.init_from, cfg.model)
         model.load_state_dict(init["model"])
         log0(f"initialised from {cfg.checkpoint.init_from}")
     model = apply_sequence_parallel(model, groups)
@@ -119,11 +120,12 @@ def main(argv: list[str]) -> None:
     # Data: sharded over data-parallel ranks, shuffled, resumable.
     loader = build_dataloader(cfg.data, cfg.parallel.micro_batch_size, groups.sp_size, str(run_dir))
 
-    # Resume from the newest complete checkpoint of this run, if any.
-    step = 0
-    found = checkpoint.agreed_latest(run_dir) if cfg.checkpoint.resume else None
-    if found is not None:
-        step, extra = checkpoint.load(found, engine, ema, loader, cfg, shape)
+    # Resume from the newest intact checkpoint of this run, if any (a corrupt one is set aside).
+    step, resumed = 0, None
+    if cfg.checkpoint.resume:
+        resumed = checkpoint.resume(run_dir, engine, ema, loader, cfg, shape)
+    if resumed is not None:
+        found, step, extra = resumed
         noise.set_state(extra["noise"])
         log0(f"resumed from {found} at step {step}")
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 import yaml
 from evalkit import REPO
+from harness import craft_pickle, flip
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import phyworld  # noqa: F401
@@ -29,6 +30,7 @@ from eval.report import plot_figure3, run_rows, write_table2
 from eval.samples import EvalSetError
 from eval.watch import read_metrics
 from phyworld.config import load_config, to_yaml
+from training.checkpoint_files import write_manifest
 from training.config import TrainConfig
 from training.model import build_dit
 from training.vae import build_autoencoder
@@ -78,8 +80,7 @@ def write_checkpoint(run: Path, step: int, complete: bool = True, **overrides: s
 
 
 def mark_complete(path: Path) -> None:
-    sizes = {p.name: p.stat().st_size for p in path.iterdir()}
-    (path / "COMPLETE").write_text(json.dumps(sizes))
+    write_manifest(path, {})
 
 
 def eval_args(
@@ -232,7 +233,49 @@ def test_cli_prints_one_line_errors(tmp_path, capsys):
         == 2
     )
     err = capsys.readouterr().err
-    assert err.startswith("eval: error:") and "not a complete checkpoint" in err
+    assert err.startswith("eval: error:") and f"{tmp_path}/nothing does not exist" in err
+
+
+def test_eval_refuses_a_corrupt_or_crafted_checkpoint(tmp_path, eval_sets, capsys):
+    run = tmp_path / "run"
+    path = write_checkpoint(run, 10)
+    flip(path / "weights.pt")  # 64 bytes, same size
+    for target in (path, run):  # the checkpoint, or the run (its newest checkpoint)
+        assert eval_cli(eval_args(target, eval_sets)) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(
+            f"eval: error: checkpoint {path} is corrupt (weights.pt: content differs from COMPLETE"
+        )
+    assert not (run / "eval" / "metrics.jsonl").exists()
+
+    marker = tmp_path / "pwned"
+    craft_pickle(path / "weights.pt", marker)
+    mark_complete(path)  # a forged manifest that agrees with the crafted file
+    assert eval_cli(eval_args(path, eval_sets)) == 2
+    assert f"refusing to load {path / 'weights.pt'}" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+def test_watcher_skips_a_corrupt_checkpoint_and_fails_at_the_end(tmp_path, eval_sets, capsys):
+    run = tmp_path / "run"
+    write_checkpoint(run, 10)
+    flip(write_checkpoint(run, 20) / "weights.pt")
+    write_checkpoint(run, 30)
+    args = eval_args(run, eval_sets, "watch=true", "poll_s=0.05", "stop_after_s=0.3")
+    assert eval_cli(args) == 2
+    err = capsys.readouterr().err
+    assert sorted({r["step"] for r in read_metrics(run)}) == [10, 30]  # the others: evaluated
+    assert err.count("[eval] error:") == 1  # said once, not retried every poll
+    assert "step_00000020 is corrupt (weights.pt" in err
+    assert "eval: error: 1 checkpoint(s) of" in err
+
+
+def test_eval_of_a_run_without_a_checkpoint_says_so(tmp_path, eval_sets, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("max_steps: 10\n")  # training started, nothing saved yet
+    assert eval_cli(eval_args(run, eval_sets)) == 2
+    assert f"run {run} has no checkpoint yet" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -318,7 +361,7 @@ def test_training_finished_when_the_newest_checkpoint_is_the_last(tmp_path):
         path.mkdir(parents=True)
         (path / "config.yaml").write_text("max_steps: 20\n")
         if complete:
-            (path / "COMPLETE").write_text("{}")
+            write_manifest(path, {})
 
     assert not training_finished(tmp_path)  # no checkpoints yet
     checkpoint(10)
@@ -326,5 +369,7 @@ def test_training_finished_when_the_newest_checkpoint_is_the_last(tmp_path):
     checkpoint(20, complete=False)  # the last one, broken: skipped with a warning
     with pytest.warns(UserWarning, match="incomplete or corrupt"):
         assert not training_finished(tmp_path)
-    (tmp_path / "checkpoints" / "step_00000020" / "COMPLETE").write_text("{}")
+    write_manifest(tmp_path / "checkpoints" / "step_00000020", {})
     assert training_finished(tmp_path)
+    flip(tmp_path / "checkpoints" / "step_00000020" / "config.yaml")  # unreadable max_steps
+    assert not training_finished(tmp_path)
