@@ -150,8 +150,11 @@ def check_token_count(num_tokens: int, sp_size: int, grid: tuple[int, int, int])
 
 
 def check_same_inputs(group: dist.ProcessGroup, *tensors: torch.Tensor) -> None:
-    """Fail loudly if the SP ranks of a group were handed different micro-batches or noise."""
-    local = torch.stack([x.detach().double().sum() for x in tensors]).cpu()
+    """Fail loudly if the SP ranks of a group were handed different micro-batches or noise.
+
+    The sums stay on the inputs' device: NCCL groups have no host backend.
+    """
+    local = torch.stack([x.detach().double().sum() for x in tensors])
     every = [torch.empty_like(local) for _ in range(group.size())]
     dist.all_gather(every, local, group=group)
     if any(not torch.equal(every[0], other) for other in every[1:]):
