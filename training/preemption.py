@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from pathlib import Path
 
 import torch
@@ -62,6 +63,7 @@ class PreemptionHandler:
         self.save_requested = False
         self._group = dist.new_group(backend="gloo") if dist.is_initialized() else None
         self._pending: tuple[torch.Tensor, dist.Work] | None = None
+        start_resource_tracker_deaf()
         for sig in (TIME_LIMIT_SIGNAL, STOP_SIGNAL):
             signal.signal(sig, self._on_stop)
         signal.signal(SAVE_SIGNAL, self._on_save)
@@ -115,6 +117,23 @@ class PreemptionHandler:
         work.wait()
         self._pending = None
         return _agreed(flags)
+
+
+def start_resource_tracker_deaf() -> None:
+    """Start multiprocessing's resource tracker now, deaf to SIGUSR1 and SIGUSR2.
+
+    The tracker (a child process; streaming's shared memory registers with it) ignores SIGINT
+    and SIGTERM but dies of USR1/USR2, and srun signals every process of a task. A dead tracker is
+    relaunched empty, and the exit's unregistering then prints a KeyError traceback per shared
+    memory block. A signal ignored at exec stays ignored in the new program, so it is started
+    with both ignored (no-op if it already runs).
+    """
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (TIME_LIMIT_SIGNAL, SAVE_SIGNAL)}
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def _agreed(flags: torch.Tensor) -> Agreed:

@@ -82,7 +82,17 @@ def main(argv: list[str]) -> None:
     watchdog = StepWatchdog(cfg.parallel.collective_timeout_s, env.rank)
     preemption = PreemptionHandler()
     restarts = int(os.environ.get("SLURM_RESTART_COUNT", 0))
-    log0(f"{groups} | global batch {shape.global_batch_size} | SLURM_RESTART_COUNT={restarts}")
+    cpus = len(os.sched_getaffinity(0))
+    log0(
+        f"{groups} | global batch {shape.global_batch_size} | SLURM_RESTART_COUNT={restarts} | "
+        f"{cpus} CPUs per rank (SLURM_CPUS_PER_TASK={os.environ.get('SLURM_CPUS_PER_TASK', '-')})"
+    )
+    if cfg.data.num_workers >= cpus:
+        log0(
+            f"warning: data.num_workers={cfg.data.num_workers} loader workers share {cpus} CPUs "
+            "with their rank: give each task more CPUs (srun --cpus-per-task, slurm/lib.sh) or "
+            "lower data.num_workers"
+        )
 
     # The run folder: resolved config next to checkpoints and TensorBoard events.
     run_dir = Path(cfg.output_dir)
@@ -105,6 +115,8 @@ def main(argv: list[str]) -> None:
         model.load_state_dict(init["model"])
         log0(f"initialised from {cfg.checkpoint.init_from}")
     model = apply_sequence_parallel(model, groups)
+    if cfg.parallel.compile:
+        model.compile_blocks()
     engine = initialize(model, cfg, groups)
     ema = EMA(engine.module, cfg.optim.ema_decay)
     if init is not None:
@@ -112,7 +124,13 @@ def main(argv: list[str]) -> None:
     dtype = torch.bfloat16 if use_bf16(cfg) else torch.float32
 
     # Data: sharded over data-parallel ranks, shuffled, resumable.
-    loader = build_dataloader(cfg.data, cfg.parallel.micro_batch_size, groups.sp_size, str(run_dir))
+    loader = build_dataloader(
+        cfg.data,
+        cfg.parallel.micro_batch_size,
+        groups.sp_size,
+        str(run_dir),
+        env.device.type == "cuda",
+    )
 
     # Resume from the newest complete checkpoint of this run, if any.
     step = 0

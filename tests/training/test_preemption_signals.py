@@ -62,6 +62,23 @@ def test_handler_flags_stop_and_save_on_demand() -> None:
     assert "SIGTERM: will checkpoint after a step and exit (Slurm decides)" in result.stderr
 
 
+def test_resource_tracker_survives_the_job_signals() -> None:
+    """srun signals every process of a task; multiprocessing's resource tracker (streaming's
+    shared memory) must outlive USR1/USR2/TERM, or each exit prints KeyError tracebacks."""
+    code = (
+        "import os, signal, time\nfrom multiprocessing import resource_tracker\n"
+        "from training.preemption import PreemptionHandler\n"
+        "h = PreemptionHandler()\nresource_tracker.ensure_running()\n"
+        "pid = resource_tracker._resource_tracker._pid\n"
+        "for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM):\n    os.kill(pid, sig)\n"
+        "time.sleep(1)\nprint('alive' if os.waitpid(pid, os.WNOHANG) == (0, 0) else 'dead')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == "alive", result.stderr
+
+
 def _agree(rank: int, world: int, port: int, out: str) -> None:
     """Rank 1 gets USR1 before step 3's poll, rank 0 TERM before step 6's: what each rank sees."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
