@@ -1,8 +1,9 @@
 """DeepSpeed: the config dict built from a `TrainConfig`, the learning-rate schedule, initialize.
 
-One function per decision: which precision, which global batch, which schedule. The optimizer is
-DeepSpeed's AdamW with `torch_adam` (no compiled kernel: starts in seconds on CPU, and is the same
-math on GPU); the schedule is a `LambdaLR` that DeepSpeed saves and restores with its checkpoint.
+One function per decision: which device, which precision, which global batch, which schedule. The
+optimizer is DeepSpeed's AdamW with `torch_adam` (torch's AdamW, no DeepSpeed kernel to compile:
+starts in seconds), fused on CUDA; the schedule is a `LambdaLR` that DeepSpeed saves and restores
+with its checkpoint.
 """
 
 from __future__ import annotations
@@ -22,13 +23,18 @@ class EngineConfigError(ValueError):
     """A parallelism or optimizer setting that cannot work; the message says how to fix it."""
 
 
+def on_cuda(cfg: TrainConfig) -> bool:
+    """Whether this run trains on CUDA (`parallel.device`; training.distributed checks it works)."""
+    return cfg.parallel.device != "cpu" and torch.cuda.is_available()
+
+
 def use_bf16(cfg: TrainConfig) -> bool:
     """bf16 on GPU, fp32 on CPU (`precision: auto`), unless the config says otherwise."""
     precision = cfg.parallel.precision
     if precision not in ("auto", "bf16", "fp32"):
         raise EngineConfigError(f"parallel.precision={precision!r}: use auto, bf16 or fp32")
     if precision == "auto":
-        return cfg.parallel.device != "cpu" and torch.cuda.is_available()
+        return on_cuda(cfg)
     return precision == "bf16"
 
 
@@ -108,6 +114,8 @@ def deepspeed_config(cfg: TrainConfig, dp_size: int) -> dict[str, Any]:
                 "eps": o.eps,
                 "weight_decay": o.weight_decay,
                 "torch_adam": True,
+                # torch's fused CUDA kernel: one launch for every parameter instead of a few each
+                **({"fused": True} if on_cuda(cfg) else {}),
             },
         },
         "bf16": {"enabled": bf16},

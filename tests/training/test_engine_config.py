@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 from phyworld.config import load_config
 from training.config import TrainConfig
@@ -182,3 +183,10 @@ def test_documented_launch_passes_the_engine_checks(launch: Launch) -> None:
     deepspeed_config(cfg, shape.dp_size)  # precision, ZeRO stage and schedule names
     if "phyre" in launch.args[0] or "kinematics" in launch.args[0] or "_dit_" in launch.args[0]:
         assert shape.global_batch_size == 256, "the paper's global batch"
+
+
+def test_fused_adamw_on_cuda_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "fused" not in deepspeed_config(config(), 1)["optimizer"]["params"]  # CPU here
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert deepspeed_config(config(), 1)["optimizer"]["params"]["fused"] is True
+    assert "fused" not in deepspeed_config(config("parallel.device=cpu"), 1)["optimizer"]["params"]
