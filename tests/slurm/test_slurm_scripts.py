@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -150,3 +151,26 @@ def test_batch_shell_forwards_usr1_to_every_task(slurm_cluster, tmp_path: Path) 
     assert "task 0 got ['USR1']" in log and "task 1 got ['USR1']" in log, log
     assert "srun exited 0" in log
     assert "SLURM_RESTART_COUNT=0" in log
+
+
+@pytest.mark.slow
+def test_encode_array_writes_the_latent_dataset(slurm_cluster, tmp_path: Path) -> None:
+    """slurm/encode.sh as an array of 2 workers: both parts, then one index and manifest."""
+    from harness import make_dataset
+
+    from datagen.shards import verify_manifest
+
+    data = make_dataset(tmp_path / "data", count=12)
+    latents = tmp_path / "latents"
+    job = slurm_cluster.run(
+        "sbatch", "--parsable", "--array=0-1", "--gpus-per-node=0", "--cpus-per-task=1",
+        "--mem=1G", f"--output={tmp_path}/encode-%a.out", "slurm/encode.sh", f"data={data}",
+        f"output={latents}", "vae.kind=pixel", "vae.downsample=4", "resolution=32", "frames=8",
+        "device=cpu", "batch_size=4",
+        cwd=REPO, PHYWORLD_LOG_ROOT=str(tmp_path / "logs"), PHYWORLD_PYTHON=sys.executable,
+    ).strip()  # fmt: skip
+    for task in (0, 1):
+        slurm_cluster.wait(f"{job}_{task}", {"COMPLETED"}, timeout=300)
+    verify_manifest(str(latents))
+    manifest = json.loads((latents / "manifest.json").read_text())
+    assert (manifest["count"], manifest["parts"]) == (12, 2), manifest
