@@ -140,7 +140,7 @@ phyworld_train() {
   phyworld_nccl
   export PHYWORLD_REQUEUE_FILE=$PHYWORLD_JOB_LOG_DIR/requeue-${SLURM_RESTART_COUNT:-0}
   rm -f "$PHYWORLD_REQUEUE_FILE"
-  phyworld_log "train DiT-$size on $SLURM_NTASKS tasks ($(phyworld_cpus_per_task) CPUs each)," \
+  phyworld_log "train DiT-$size on $SLURM_NTASKS tasks (${SRUN_CPUS_PER_TASK:-$(phyworld_cpus_per_task)} CPUs each)," \
     "rendezvous $MASTER_ADDR:$MASTER_PORT: $config $*"
   local rc=0
   phyworld_srun "$PHYWORLD_PYTHON" -m training "$config" "model.size=$size" "$@" || rc=$?

@@ -3,7 +3,8 @@
 Launched by torchrun or srun (or plain python for one process). Reads top to bottom: join the
 process group, make the run folder, build autoencoder, model, engine, EMA and data, resume from
 the newest checkpoint if there is one, then loop: encode, flow-matching loss, backward, step,
-EMA, logs, checkpoints, and a stop (checkpoint, requeue, exit) when Slurm says time is up.
+EMA, logs, checkpoints, and a stop on Slurm's signals (checkpoint, exit; after the time-limit
+warning also a requeue).
 """
 
 from __future__ import annotations
