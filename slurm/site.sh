@@ -3,13 +3,19 @@
 # Sourced at submission (slurm/submit.sh, `python -m training.study`) and at the start of every
 # job (slurm/lib.sh). Each value can also be set in the environment, which wins over this file;
 # an sbatch command-line option wins over both.
+#
+# Plain `sbatch slurm/train_xl.sh` reads only the script's #SBATCH lines and the SBATCH_*
+# variables: `source slurm/site.sh` in your shell (or its startup file) exports the scheduler
+# settings below as SBATCH_PARTITION / SBATCH_ACCOUNT / SBATCH_QOS for it. SBATCH_* values
+# already set win over this file.
 
 # --- scheduler: where jobs go (empty: the cluster's default) ------------------------------------
 PHYWORLD_PARTITION=${PHYWORLD_PARTITION:-}  # e.g. gpu
 PHYWORLD_ACCOUNT=${PHYWORLD_ACCOUNT:-}      # e.g. my-project
 PHYWORLD_QOS=${PHYWORLD_QOS:-}              # e.g. normal
-PHYWORLD_GPUS_PER_NODE=${PHYWORLD_GPUS_PER_NODE:-8}
-PHYWORLD_CPUS_PER_GPU=${PHYWORLD_CPUS_PER_GPU:-12}  # data loading and video decoding workers
+if [ -n "$PHYWORLD_PARTITION" ]; then export SBATCH_PARTITION=${SBATCH_PARTITION:-$PHYWORLD_PARTITION}; fi
+if [ -n "$PHYWORLD_ACCOUNT" ]; then export SBATCH_ACCOUNT=${SBATCH_ACCOUNT:-$PHYWORLD_ACCOUNT}; fi
+if [ -n "$PHYWORLD_QOS" ]; then export SBATCH_QOS=${SBATCH_QOS:-$PHYWORLD_QOS}; fi
 
 # --- storage: datasets and training runs (local paths, shared filesystems or s3://) -------------
 PHYWORLD_DATA_ROOT=${PHYWORLD_DATA_ROOT:-$HOME/phyworld/data}

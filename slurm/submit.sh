@@ -2,8 +2,9 @@
 # slurm/submit.sh [sbatch options] SCRIPT [script arguments]
 #
 # sbatch with the site settings of slurm/site.sh applied: partition, account and QoS become
-# sbatch's input variables (an option on this command line still wins), the job's output goes
-# to $PHYWORLD_LOG_ROOT, and the job finds this checkout through PHYWORLD_HOME.
+# sbatch's input variables (site.sh exports them; an option on this command line still wins),
+# the job's output goes to $PHYWORLD_LOG_ROOT, and the job finds this checkout through
+# PHYWORLD_HOME.
 # Prints sbatch's output (`Submitted batch job ID`, or the job id with --parsable).
 set -euo pipefail
 PHYWORLD_HOME=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -15,9 +16,6 @@ if [ $# -eq 0 ]; then
   exit 2
 fi
 mkdir -p "$PHYWORLD_LOG_ROOT"
-[ -n "$PHYWORLD_PARTITION" ] && export SBATCH_PARTITION=${SBATCH_PARTITION:-$PHYWORLD_PARTITION}
-[ -n "$PHYWORLD_ACCOUNT" ] && export SBATCH_ACCOUNT=${SBATCH_ACCOUNT:-$PHYWORLD_ACCOUNT}
-[ -n "$PHYWORLD_QOS" ] && export SBATCH_QOS=${SBATCH_QOS:-$PHYWORLD_QOS}
 export SBATCH_OUTPUT=${SBATCH_OUTPUT:-$PHYWORLD_LOG_ROOT/%x-%j.out}
 export PHYWORLD_DATA_ROOT PHYWORLD_RUN_ROOT PHYWORLD_LOG_ROOT PHYWORLD_PYTHON
 exec sbatch "$@"

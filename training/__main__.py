@@ -10,6 +10,7 @@ import sys
 from phyworld.config import ConfigError
 from training.checkpoint import CheckpointError
 from training.data import DataError
+from training.distributed import DeviceError
 from training.engine import EngineConfigError
 from training.parallel.groups import ParallelError
 from training.train import main
@@ -19,6 +20,7 @@ USER_ERRORS = (
     ConfigError,
     CheckpointError,
     DataError,
+    DeviceError,
     EngineConfigError,
     ParallelError,
     AutoencoderError,

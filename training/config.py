@@ -87,6 +87,10 @@ class ParallelConfig:
     grad_accum_steps: int = 1
     global_batch_size: int = 0  # 0: derived; else checked = micro x accum x data-parallel size
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
+    # auto: CUDA when it works, the CPU (gloo) only when no GPU was requested (CUDA_VISIBLE_DEVICES,
+    # SLURM_GPUS*): GPUs asked for but unusable is an error, never a silent CPU run. cpu: on purpose.
+    device: str = "auto"  # auto | cuda | cpu
+    compile: bool = False  # torch.compile each DiT block (CUDA; the first steps compile)
     collective_timeout_s: int = 600  # a hung collective fails with step and rank named
 
 

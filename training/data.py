@@ -91,7 +91,7 @@ class PhysicsVideos(StreamingDataset):
 
 def _ignore_job_signals(_worker_id: int) -> None:
     """Loader workers leave preemption signals to the trainer (training.preemption)."""
-    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
 
 
@@ -125,9 +125,16 @@ def check_manifest(path: str) -> None:
 
 
 def build_dataloader(
-    cfg: DataConfig, micro_batch_size: int, sequence_parallel_size: int, run_dir: str
+    cfg: DataConfig,
+    micro_batch_size: int,
+    sequence_parallel_size: int,
+    run_dir: str,
+    pin_memory: bool = False,
 ) -> StreamingDataLoader:
-    """The shuffled, resumable loader for this rank (call on every rank, after dist init)."""
+    """The shuffled, resumable loader for this rank (call on every rank, after dist init).
+
+    `pin_memory` (on CUDA): batches arrive in page-locked memory, so the copy to the GPU can be
+    asynchronous (`.to(device, non_blocking=True)`)."""
     if cfg.kind not in ("videos", "latents"):
         raise DataError(f"data.kind={cfg.kind!r}: use videos or latents")
     clean_stale_shared_memory()  # /dev/shm left by a killed run would block this one
@@ -150,4 +157,5 @@ def build_dataloader(
         worker_init_fn=_ignore_job_signals if cfg.num_workers > 0 else None,
         drop_last=True,
         persistent_workers=False,
+        pin_memory=pin_memory,
     )

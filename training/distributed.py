@@ -10,10 +10,28 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
+
+DEVICES = ("auto", "cuda", "cpu")
+# What says this process was given GPUs: CUDA's own variable and Slurm's (counts are N, type:N or
+# a list of indices; 0, -1 and empty mean none).
+GPU_REQUEST_VARS = (
+    "CUDA_VISIBLE_DEVICES",
+    "SLURM_GPUS_ON_NODE",
+    "SLURM_STEP_GPUS",
+    "SLURM_JOB_GPUS",
+    "SLURM_GPUS_PER_NODE",
+    "SLURM_GPUS_PER_TASK",
+    "SLURM_GPUS",
+)
+
+
+class DeviceError(RuntimeError):
+    """GPUs were asked for but this process cannot use them; the message names the fix."""
 
 
 @dataclass(frozen=True)
@@ -64,10 +82,52 @@ def launcher_env() -> None:
     env.setdefault("MASTER_PORT", str(_free_port()))
 
 
-def init_distributed(timeout_s: int) -> DistEnv:
-    """Join the process group (NCCL on GPU, gloo on CPU) with a timeout on every collective."""
-    launcher_env()
-    on_gpu = torch.cuda.is_available()
+def gpus_requested(env: dict[str, str] | None = None) -> str | None:
+    """`NAME=value` of the first variable saying this process was given GPUs, else None."""
+    env = os.environ if env is None else env
+    for name in GPU_REQUEST_VARS:
+        value = env.get(name, "").strip()
+        if value.rsplit(":", 1)[-1] not in ("", "0", "-1", "NoDevFiles", "none"):
+            return f"{name}={value}"
+    return None
+
+
+def select_device(requested: str) -> str:
+    """`cuda` or `cpu` for `parallel.device`: `auto` takes CUDA when it works and the CPU only when
+    no GPU was requested; GPUs requested (or `cuda`) but unusable raises `DeviceError`."""
+    if requested not in DEVICES:
+        raise DeviceError(f"parallel.device={requested!r}: use one of {', '.join(DEVICES)}")
+    if requested == "cpu":
+        return "cpu"
+    with warnings.catch_warnings(record=True) as caught:  # torch says why CUDA is unusable
+        warnings.simplefilter("always")
+        if torch.cuda.is_available():
+            return "cuda"
+    asked = gpus_requested() or ("parallel.device=cuda" if requested == "cuda" else None)
+    if asked is None:
+        return "cpu"
+    build = (
+        f"torch {torch.__version__} (built for CUDA {torch.version.cuda})"
+        if torch.version.cuda
+        else f"torch {torch.__version__}, a CPU-only build,"
+    )
+    why = " ".join(str(w.message).strip() for w in caught)
+    raise DeviceError(
+        f"GPUs were requested ({asked}) but {build} cannot use them"
+        + (f": {why}" if why else "")
+        + ". Install a torch build for a CUDA version this machine's driver supports (nvidia-smi "
+        "prints the highest; a CUDA 13 build needs driver 580 or newer), or train on the CPU on "
+        "purpose with parallel.device=cpu (gloo, fp32)."
+    )
+
+
+def init_distributed(timeout_s: int, device: str = "auto") -> DistEnv:
+    """Join the process group (NCCL on GPU, gloo on CPU) with a timeout on every collective.
+
+    `device` is `parallel.device` (see `select_device`).
+    """
+    launcher_env()  # first: RANK decides who prints an error
+    on_gpu = select_device(device) == "cuda"
     if not on_gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed

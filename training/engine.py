@@ -1,8 +1,9 @@
 """DeepSpeed: the config dict built from a `TrainConfig`, the learning-rate schedule, initialize.
 
-One function per decision: which precision, which global batch, which schedule. The optimizer is
-DeepSpeed's AdamW with `torch_adam` (no compiled kernel: starts in seconds on CPU, and is the same
-math on GPU); the schedule is a `LambdaLR` that DeepSpeed saves and restores with its checkpoint.
+One function per decision: which device, which precision, which global batch, which schedule. The
+optimizer is DeepSpeed's AdamW with `torch_adam` (torch's AdamW, no DeepSpeed kernel to compile:
+starts in seconds), fused on CUDA; the schedule is a `LambdaLR` that DeepSpeed saves and restores
+with its checkpoint.
 """
 
 from __future__ import annotations
@@ -12,11 +13,19 @@ from typing import Any
 
 import torch
 
+from training.checkpoint import RunShape
 from training.config import TrainConfig
+from training.model import DIT_CONFIGS
+from training.parallel.layout import check_heads, check_sp_size, check_zero_stage
 
 
 class EngineConfigError(ValueError):
     """A parallelism or optimizer setting that cannot work; the message says how to fix it."""
+
+
+def on_cuda(cfg: TrainConfig) -> bool:
+    """Whether this run trains on CUDA (`parallel.device`; training.distributed checks it works)."""
+    return cfg.parallel.device != "cpu" and torch.cuda.is_available()
 
 
 def use_bf16(cfg: TrainConfig) -> bool:
@@ -25,7 +34,7 @@ def use_bf16(cfg: TrainConfig) -> bool:
     if precision not in ("auto", "bf16", "fp32"):
         raise EngineConfigError(f"parallel.precision={precision!r}: use auto, bf16 or fp32")
     if precision == "auto":
-        return torch.cuda.is_available()
+        return on_cuda(cfg)
     return precision == "bf16"
 
 
@@ -34,21 +43,41 @@ def global_batch_size(cfg: TrainConfig, dp_size: int) -> int:
     p = cfg.parallel
     derived = p.micro_batch_size * p.grad_accum_steps * dp_size
     if p.global_batch_size and p.global_batch_size != derived:
+        fixes = []
+        if p.global_batch_size % (p.micro_batch_size * dp_size) == 0:
+            accum = p.global_batch_size // (p.micro_batch_size * dp_size)
+            fixes.append(f"set parallel.grad_accum_steps={accum}")
+        per_replica = p.micro_batch_size * p.grad_accum_steps
+        if p.global_batch_size % per_replica == 0:
+            world = p.global_batch_size // per_replica * p.sequence_parallel_size
+            fixes.append(f"launch on {world} processes (GPUs)")
+        fixes.append("set parallel.global_batch_size=0 (derive it)")
         raise EngineConfigError(
             f"parallel.global_batch_size={p.global_batch_size} but micro_batch_size "
             f"({p.micro_batch_size}) x grad_accum_steps ({p.grad_accum_steps}) x data-parallel size "
-            f"({dp_size} = world size / sequence_parallel_size) = {derived}. Set "
-            f"parallel.grad_accum_steps={_suggest_accum(p.global_batch_size, p.micro_batch_size, dp_size)} "
-            "or parallel.global_batch_size=0 (derive it)."
+            f"({dp_size} = world size / sequence_parallel_size) = {derived}. To fix it: "
+            + ", or ".join(fixes)
+            + "."
         )
     return derived
 
 
-def _suggest_accum(global_batch: int, micro: int, dp_size: int) -> str:
-    per_step = micro * dp_size
-    if global_batch % per_step == 0:
-        return str(global_batch // per_step)
-    return f"<none: {global_batch} is not a multiple of micro x dp = {per_step}>"
+def run_shape(cfg: TrainConfig, world_size: int) -> RunShape:
+    """The run's data-parallel x sequence-parallel layout on `world_size` processes, every rule
+    checked before anything is built: SP divides the world and the heads, ZeRO-3 is not combined
+    with SP, the global batch adds up. Raises `ParallelError` / `EngineConfigError` with the fix."""
+    p = cfg.parallel
+    check_sp_size(world_size, p.sequence_parallel_size)
+    if cfg.model.size in DIT_CONFIGS:  # an unknown size is reported by build_dit
+        check_heads(DIT_CONFIGS[cfg.model.size].num_heads, p.sequence_parallel_size)
+    check_zero_stage(p.zero_stage, p.sequence_parallel_size)
+    dp_size = world_size // p.sequence_parallel_size
+    return RunShape(
+        world_size=world_size,
+        dp_size=dp_size,
+        sp_size=p.sequence_parallel_size,
+        global_batch_size=global_batch_size(cfg, dp_size),
+    )
 
 
 def lr_multiplier(step: int, cfg: TrainConfig) -> float:
@@ -85,6 +114,8 @@ def deepspeed_config(cfg: TrainConfig, dp_size: int) -> dict[str, Any]:
                 "eps": o.eps,
                 "weight_decay": o.weight_decay,
                 "torch_adam": True,
+                # torch's fused CUDA kernel: one launch for every parameter instead of a few each
+                **({"fused": True} if on_cuda(cfg) else {}),
             },
         },
         "bf16": {"enabled": bf16},

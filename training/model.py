@@ -47,12 +47,17 @@ def rope_axis_dims(head_dim: int) -> tuple[int, int, int]:
 
 
 def rope_cos_sin(
-    positions: torch.Tensor, head_dim: int, theta: float = 10000.0
+    positions: torch.Tensor,
+    head_dim: int,
+    theta: float = 10000.0,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotation angles for tokens at `positions` (N, 3) = (t, h, w): cos, sin of shape (N, head_dim/2).
+    """Rotation tables for tokens at `positions` (N, 3) = (t, h, w): cos and signed sin, each
+    (N, head_dim) in `dtype` (the activations' dtype: under bf16 RoPE runs in bf16).
 
     Each axis owns a slice of the channel pairs with its own frequency ladder, so the product
-    q·k after rotation depends only on the position difference along each axis.
+    q·k after rotation depends only on the position difference along each axis. Channel i pairs
+    with i + head_dim/2; the tables hold both halves, so `apply_rope` is two products and a sum.
     """
     angles = []
     for axis, dim in enumerate(rope_axis_dims(head_dim)):
@@ -60,15 +65,16 @@ def rope_cos_sin(
             -torch.arange(0, dim, 2, dtype=torch.float64, device=positions.device) / dim
         )
         angles.append(positions[:, axis, None].double() * freqs[None])  # (N, dim/2)
-    angle = torch.cat(angles, dim=-1)  # (N, head_dim/2)
-    return angle.cos().float(), angle.sin().float()
+    angle = torch.cat(angles, dim=-1)  # (N, head_dim/2), computed in float64
+    cos, sin = angle.cos(), angle.sin()
+    return torch.cat([cos, cos], dim=-1).to(dtype), torch.cat([-sin, sin], dim=-1).to(dtype)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate channel pairs (i, i + head_dim/2) of x (B, heads, N, head_dim) by the given angles."""
-    x1, x2 = x.float().chunk(2, dim=-1)  # (B, heads, N, head_dim/2) each
-    out = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
-    return out.to(x.dtype)
+    """Rotate channel pairs (i, i + head_dim/2) of x (B, heads, N, head_dim) by the tables of
+    `rope_cos_sin`: (x1 cos - x2 sin, x2 cos + x1 sin), in x's dtype."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([x2, x1], dim=-1) * sin
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,7 +308,7 @@ class DiT(nn.Module):
         """Transformer blocks and final layer: tokens (B, N, D) -> patches (B, N, C * patch volume)."""
         c = self.t_embedder(t)  # (B, D)
         block_c = self.t_modulation(c) if self.t_modulation is not None else c  # (B, 6D) or (B, D)
-        cos, sin = rope_cos_sin(positions, self.head_dim, self.rope_theta)  # (N, head_dim/2)
+        cos, sin = rope_cos_sin(positions, self.head_dim, self.rope_theta, _compute_dtype(tokens))
         for block in self.blocks:
             if self.activation_checkpointing and self.training:
                 tokens = checkpoint(block, tokens, block_c, cos, sin, use_reentrant=False)
@@ -325,6 +331,19 @@ class DiT(nn.Module):
         tokens, positions = self.embed(x_t, cond, mask)
         patches = self.backbone(tokens, positions, t)
         return self.unpatchify(patches, x_t.shape)
+
+    def compile_blocks(self, backend: str = "inductor") -> None:
+        """`torch.compile` each block in place (`parallel.compile`): RoPE, norms, modulation and
+        the MLP's activation fuse into few kernels. Parameters and state_dict keys are unchanged."""
+        for block in self.blocks:
+            block.compile(backend=backend)
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the blocks' matmuls produce: autocast's if it is on, else the activations'."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
 
 
 def patchify(x: torch.Tensor, patch: tuple[int, int, int]) -> torch.Tensor:

@@ -3,7 +3,8 @@
 Launched by torchrun or srun (or plain python for one process). Reads top to bottom: join the
 process group, make the run folder, build autoencoder, model, engine, EMA and data, resume from
 the newest checkpoint if there is one, then loop: encode, flow-matching loss, backward, step,
-EMA, logs, checkpoints, and a stop (checkpoint, requeue, exit) when Slurm says time is up.
+EMA, logs, checkpoints, and a stop on Slurm's signals (checkpoint, exit; after the time-limit
+warning also a requeue).
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ from training.config import TrainConfig
 from training.data import build_dataloader, to_unit_range
 from training.distributed import init_distributed
 from training.ema import EMA
-from training.engine import global_batch_size, initialize, use_bf16
+from training.engine import initialize, run_shape, use_bf16
 from training.metrics import Metrics, peak_tflops, train_flops_per_sample
 from training.model import DIT_CONFIGS, build_dit, count_params, describe
 from training.parallel.groups import destroy_parallel, init_parallel
 from training.parallel.sequence import apply_sequence_parallel
-from training.preemption import PreemptionHandler, StepWatchdog, requeue
+from training.preemption import Agreed, PreemptionHandler, StepWatchdog, requeue
 from training.vae import build_autoencoder
 
 
@@ -60,13 +61,14 @@ def to_latents(
 ) -> torch.Tensor:
     """A micro-batch as clean latents x0 (B, C, T, h, w)."""
     if "latents" in batch:
-        return batch["latents"].to(device)
+        return batch["latents"].to(device, non_blocking=True)
     video = to_unit_range(batch["video"].to(device, non_blocking=True), resolution)
     return autoencoder.encode(video)
 
 
-def mean_over_ranks(value: float, device: torch.device) -> float:
-    t = torch.tensor([value], dtype=torch.float64, device=device)
+def mean_over_ranks(value: torch.Tensor) -> float:
+    """The mean of a scalar over all ranks: a collective and a host sync (logging steps only)."""
+    t = value.detach().double().reshape(1)
     dist.all_reduce(t)
     return t.item() / dist.get_world_size()
 
@@ -75,19 +77,23 @@ def main(argv: list[str]) -> None:
     cfg = load_config(TrainConfig, argv)
 
     # Join the process group and build the data-parallel x sequence-parallel groups.
-    env = init_distributed(cfg.parallel.collective_timeout_s)
-    groups = init_parallel(cfg.parallel.sequence_parallel_size, cfg.parallel.collective_timeout_s)
-    groups.check_zero_stage(cfg.parallel.zero_stage)
+    env = init_distributed(cfg.parallel.collective_timeout_s, cfg.parallel.device)
+    shape = run_shape(cfg, env.world_size)  # the layout adds up, before anything is built
+    groups = init_parallel(shape.sp_size, cfg.parallel.collective_timeout_s)
     watchdog = StepWatchdog(cfg.parallel.collective_timeout_s, env.rank)
     preemption = PreemptionHandler()
-    shape = RunShape(
-        world_size=env.world_size,
-        dp_size=groups.dp_size,
-        sp_size=groups.sp_size,
-        global_batch_size=global_batch_size(cfg, groups.dp_size),
-    )
     restarts = int(os.environ.get("SLURM_RESTART_COUNT", 0))
-    log0(f"{groups} | global batch {shape.global_batch_size} | SLURM_RESTART_COUNT={restarts}")
+    cpus = len(os.sched_getaffinity(0))
+    log0(
+        f"{groups} | global batch {shape.global_batch_size} | SLURM_RESTART_COUNT={restarts} | "
+        f"{cpus} CPUs per rank (SLURM_CPUS_PER_TASK={os.environ.get('SLURM_CPUS_PER_TASK', '-')})"
+    )
+    if cfg.data.num_workers >= cpus:
+        log0(
+            f"warning: data.num_workers={cfg.data.num_workers} loader workers share {cpus} CPUs "
+            "with their rank: give each task more CPUs (srun --cpus-per-task, slurm/lib.sh) or "
+            "lower data.num_workers"
+        )
 
     # The run folder: resolved config next to checkpoints and TensorBoard events.
     run_dir = Path(cfg.output_dir)
@@ -111,6 +117,8 @@ def main(argv: list[str]) -> None:
         model.load_state_dict(init["model"])
         log0(f"initialised from {cfg.checkpoint.init_from}")
     model = apply_sequence_parallel(model, groups)
+    if cfg.parallel.compile:
+        model.compile_blocks()
     engine = initialize(model, cfg, groups)
     ema = EMA(engine.module, cfg.optim.ema_decay)
     if init is not None:
@@ -118,7 +126,13 @@ def main(argv: list[str]) -> None:
     dtype = torch.bfloat16 if use_bf16(cfg) else torch.float32
 
     # Data: sharded over data-parallel ranks, shuffled, resumable.
-    loader = build_dataloader(cfg.data, cfg.parallel.micro_batch_size, groups.sp_size, str(run_dir))
+    loader = build_dataloader(
+        cfg.data,
+        cfg.parallel.micro_batch_size,
+        groups.sp_size,
+        str(run_dir),
+        env.device.type == "cuda",
+    )
 
     # Resume from the newest intact checkpoint of this run, if any (a corrupt one is set aside).
     step, resumed = 0, None
@@ -133,11 +147,11 @@ def main(argv: list[str]) -> None:
     metrics: Metrics | None = None
     stream = batches(loader)
     last_saved = step
-    stop = False
+    stop, agreed = False, Agreed()
     while step < cfg.max_steps and not stop:
         watchdog.beat(step)
         # One optimizer step: grad_accum_steps micro-batches; DeepSpeed steps on the last one.
-        losses = []
+        losses = []  # on the device: reading them syncs the host, so only logging steps do
         for _ in range(cfg.parallel.grad_accum_steps):
             x0 = to_latents(next(stream), autoencoder, cfg.data.resolution, env.device).to(dtype)
             loss = diffusion.loss(
@@ -150,7 +164,7 @@ def main(argv: list[str]) -> None:
             )
             engine.backward(loss)
             engine.step()
-            losses.append(loss.item())
+            losses.append(loss.detach())
         ema.update()
         step += 1
 
@@ -167,7 +181,7 @@ def main(argv: list[str]) -> None:
             )
             metrics.log_text("run/slurm_restart_count", str(restarts), step)
         log_now = step % cfg.logging.every_steps == 0 or step == cfg.max_steps
-        loss_mean = mean_over_ranks(float(np.mean(losses)), env.device) if log_now else 0.0
+        loss_mean = mean_over_ranks(torch.stack(losses).double().mean()) if log_now else 0.0
         grad_norm = engine.get_global_grad_norm() if log_now else 0.0
         grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
         metrics.step(
@@ -178,17 +192,21 @@ def main(argv: list[str]) -> None:
             watchdog.beat(step, "sampling a video")
             log_video(metrics, engine.module, autoencoder, x0[:1], cfg, step)
 
-        # Stop (Slurm's warning signal or preemption) and save-on-demand, agreed by all ranks.
-        stop, save_now = preemption.poll()
-        if stop or save_now or step % cfg.checkpoint.every_steps == 0 or step == cfg.max_steps:
+        # Stop (time limit, cancel, preemption) and save-on-demand, agreed by all ranks.
+        agreed = preemption.poll()
+        stop = agreed.stop
+        if stop or agreed.save or step % cfg.checkpoint.every_steps == 0 or step == cfg.max_steps:
             watchdog.beat(step, "checkpoint save")
             save(run_dir, step, engine, ema, loader, noise, cfg, shape)
             last_saved = step
 
+    agreed = preemption.finish(agreed)
     if stop:
         preemption.ignore_further_signals()
         log0(f"stopped by signal after step {step}; checkpoint saved")
-        if env.rank == 0 and not requeue():
+        if not agreed.requeue:
+            log0("SIGTERM (scancel, preemption): not asking for a requeue, Slurm decides")
+        elif env.rank == 0 and not requeue():
             log0("not under Slurm: run the same command again to resume")
     elif last_saved == step:
         log0(f"done: {step} steps")

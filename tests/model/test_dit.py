@@ -166,3 +166,16 @@ def test_too_narrow_tokens_warn_with_the_fix():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         build_dit(ModelConfig(size="tiny", patch_hw=1), latent_channels=48)  # 48 values fit
+
+
+def test_compiled_blocks_keep_parameters_and_outputs():
+    """`parallel.compile`: the blocks are compiled in place (state_dict keys unchanged), and the
+    compiled model computes what the eager one does (aot_eager: the traced graph, no C compiler)."""
+    eager = randomize(tiny())
+    compiled = randomize(tiny())
+    compiled.compile_blocks(backend="aot_eager")
+    assert compiled.state_dict().keys() == eager.state_dict().keys()
+    x, t, cond, mask = inputs()
+    torch.testing.assert_close(compiled(x, t, cond, mask), eager(x, t, cond, mask))
+    compiled(x, t, cond, mask).square().mean().backward()
+    assert all(p.grad is not None for p in compiled.blocks.parameters())

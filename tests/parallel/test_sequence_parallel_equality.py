@@ -17,16 +17,16 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from parallel_harness import run_ranks
+from parallel_harness import HostTensorAudit, run_ranks
 
 from training.diffusion import flow_inputs, loss, sample
 from training.model import DiT
-from training.parallel.groups import ParallelError, init_parallel
+from training.parallel.groups import init_parallel
+from training.parallel.layout import ParallelError, check_heads, check_zero_stage
 from training.parallel.sequence import (
     SequenceParallelDiT,
     UlyssesAttention,
     apply_sequence_parallel,
-    check_heads,
 )
 
 RTOL = 1e-5
@@ -88,6 +88,35 @@ def _equality(rank: int, checkpointing: bool) -> None:
     assert own_token_grads_differ, "each rank's gradient should cover only its own tokens"
 
 
+def _collectives_on_model_device(rank: int) -> None:
+    """Every collective of an SP step (the first forward's input check included) gets tensors on
+    the model's device: NCCL has no host backend, so a host tensor would crash the GPU run."""
+    groups = init_parallel(2)
+    model = apply_sequence_parallel(tiny_dit(), groups).train()
+    x0 = torch.randn(2, 3, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    with HostTensorAudit().collectives() as audit:
+        loss(model, x0, 1, generator=torch.Generator().manual_seed(3)).backward()
+        model.eval()
+        sample(model, x0, 1, steps=2, generator=torch.Generator().manual_seed(5))
+    assert audit.calls.get("all_to_all_single", 0) >= 2 * 2 * 2, audit.calls  # fwd+bwd, 2 blocks
+    assert audit.calls.get("all_gather", 0) >= 1, audit.calls  # the input check ran under audit
+    assert not audit.violations, audit.violations
+
+
+def _audit_catches_host_tensors(rank: int) -> None:
+    """The audit has teeth: a `.cpu()` copy handed to a collective is reported."""
+    init_parallel(2)
+    on_device = torch.ones(3)  # made before the audit: stands for a tensor on the model's device
+    with HostTensorAudit().collectives() as audit:
+        dist.all_reduce(on_device * 2)
+        dist.all_reduce(on_device.detach().cpu().double())
+        dist.all_reduce(torch.zeros(2))  # a factory without device=
+    assert audit.violations == [
+        "all_reduce got a host tensor of shape (3,)",
+        "all_reduce got a host tensor of shape (2,)",
+    ], audit.violations
+
+
 def _sampling(rank: int) -> None:
     """Eval and the logged videos sample with the SP model: same videos as without SP."""
     groups = init_parallel(2)
@@ -101,9 +130,9 @@ def _sampling(rank: int) -> None:
 
 def _errors(rank: int) -> None:
     groups = init_parallel(2)
-    groups.check_zero_stage(2)
+    check_zero_stage(2, groups.sp_size)
     with pytest.raises(ParallelError, match="zero_stage=2"):
-        groups.check_zero_stage(3)
+        check_zero_stage(3, groups.sp_size)
     model = apply_sequence_parallel(tiny_dit(), groups)
 
     # Different noise on the two ranks (seeded by global rank): refused before it corrupts grads.
@@ -140,6 +169,8 @@ CHECKS: dict[str, Callable[[int], None]] = {
     "equality": functools.partial(_equality, checkpointing=False),
     "equality_activation_checkpointing": functools.partial(_equality, checkpointing=True),
     "sampling": _sampling,
+    "collectives_on_model_device": _collectives_on_model_device,
+    "audit_catches_host_tensors": _audit_catches_host_tensors,
     "errors": _errors,
     "sp1_no_op": _sp1_is_identity,
 }

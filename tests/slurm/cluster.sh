@@ -7,8 +7,9 @@
 # A100 nodes) in partition `gpu`, served by extra slurmd daemons that report the configured
 # hardware: jobs there are only ever checked with `sbatch --test-only`, never run.
 #
-# Partitions: `debug` (default; preemptable by `high`, requeue on preemption, 15 s grace),
-# `high` (preempts `debug`), `gpu` (the fake GPU nodes).
+# Partitions: `debug` (default; preemptable by `high`, requeue on preemption, 15 s grace: Slurm's
+# defaults, the tasks get SIGTERM when preemption starts and the job is requeued when the grace
+# time ends), `high` (preempts `debug`), `gpu` (the fake GPU nodes).
 #
 # Env:  PHYWORLD_CI_DIR        conf/state/logs/pids            [/tmp/phyworld-slurm]
 #                              (short: munge's socket path must be < 108 bytes)
@@ -150,7 +151,6 @@ SlurmctldTimeout=30
 SlurmdTimeout=60
 PreemptType=preempt/partition_prio
 PreemptMode=REQUEUE
-SlurmctldParameters=preempt_send_user_signal
 NodeName=cpu1 NodeHostname=localhost NodeAddr=127.0.0.1 Port=$((PORT + 1)) CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 $gpu_nodes
 PartitionName=debug Nodes=cpu1 Default=YES MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=REQUEUE GraceTime=15

@@ -12,7 +12,13 @@ import pytest
 import phyworld  # noqa: F401  (before streaming)
 
 REPO = Path(__file__).resolve().parents[2]
-SBATCH = ["--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1", "--gpus-per-node=0"]
+SBATCH = [
+    "--nodes=1",
+    "--ntasks-per-node=2",
+    "--cpus-per-task=1",
+    "--oversubscribe",
+    "--gpus-per-node=0",
+]
 
 
 @pytest.mark.slow

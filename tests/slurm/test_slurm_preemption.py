@@ -1,9 +1,11 @@
-"""Preemption on a real Slurm: the real slurm/train_s.sh, 2 CPU tasks, a tiny DiT, preempted twice.
+"""Stopping on a real Slurm: the real slurm/train_s.sh, 2 CPU tasks, a tiny DiT.
 
-First the time-limit warning (`scancel --signal=USR1 --batch`, what `--signal=B:USR1@N` sends),
-then an outside `scontrol requeue` (SIGTERM to every task, as a preemption). Each time the job must
-checkpoint, requeue itself and resume; its final weights must be bit-identical to those of an
-uninterrupted run of the same script.
+- The time-limit warning (`scancel --signal=USR1 --batch`, what `--signal=B:USR1@N` sends), then
+  a preemption by a job of the higher-priority partition `high` (PreemptMode=REQUEUE, 15 s grace:
+  SIGTERM to the tasks, requeue at the end of the grace time). The first time the job requeues
+  itself, the second time Slurm does; its final weights must be bit-identical to those of an
+  uninterrupted run of the same script.
+- A plain `scancel`: the job checkpoints, ends CANCELLED, and stays cancelled.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import pytest
 import torch
 
 import phyworld  # noqa: F401  (before streaming)
+from training.checkpoint import is_complete
 
 REPO = Path(__file__).resolve().parents[2]
-MAX_STEPS = 40
+MAX_STEPS = 100  # enough steps that the job is still training when the preemption lands
 STEP_LINE = re.compile(r"^step\s+(\d+) \|", re.M)
 
 
@@ -65,6 +68,7 @@ SBATCH = [
     "--nodes=1",
     "--ntasks-per-node=2",
     "--cpus-per-task=1",
+    "--oversubscribe",  # instead of the script's --exclusive: jobs side by side on cpu1
     "--gpus-per-node=0",
     "--time=15:00",
 ]
@@ -93,37 +97,49 @@ def wait_for_step(log_path: Path, attempt: int, at_least: int, timeout: float = 
 
 
 @pytest.mark.slow
-def test_preempted_twice_resumes_bit_identical(
+def test_time_limit_then_preemption_resume_bit_identical(
     slurm_cluster, uniform_tiny: Path, tmp_path: Path
 ) -> None:
     env = {"PHYWORLD_LOG_ROOT": str(tmp_path / "logs"), "PHYWORLD_PYTHON": sys.executable}
     script = str(REPO / "slurm" / "train_s.sh")
     straight, preempted = tmp_path / "straight", tmp_path / "preempted"
-    ref = slurm_cluster.submit(*SBATCH, script, *train_args(uniform_tiny, straight), **env)
+    # The reference runs in `high`, which nothing preempts.
+    ref = slurm_cluster.submit(
+        *SBATCH, "--partition=high", script, *train_args(uniform_tiny, straight), **env
+    )
     job = slurm_cluster.submit(*SBATCH, script, *train_args(uniform_tiny, preempted), **env)
     log_path = tmp_path / "logs" / f"phyworld-train-s-{job}.out"
+    # Held until the second event; then it needs all of cpu1's 8 CPUs, so Slurm preempts the job.
+    preemptor = slurm_cluster.submit(
+        "--partition=high", "--hold", "--ntasks=8", "--gpus-per-node=0", "--wrap", "sleep 5", **env
+    )
 
-    # 1: the time-limit warning, which Slurm sends to the batch shell only.
+    # 1: the time-limit warning, which Slurm sends to the batch shell only: the job requeues itself.
     wait_for_step(log_path, attempt=0, at_least=3)
     slurm_cluster.run("scancel", "--signal=USR1", "--batch", str(job))
-    # 2: once the requeued job runs again and has trained on, an outside requeue (SIGTERM).
     first_stop = _stopped_steps(log_path)
-    wait_for_step(log_path, attempt=1, at_least=first_stop[0] + 3)
-    slurm_cluster.run("scontrol", "requeue", str(job))
+    # 2: once the requeued job trains again, a preemption: Slurm requeues it.
+    slurm_cluster.wait(ref, {"COMPLETED"}, timeout=300)  # `high` jobs do not preempt each other
+    wait_for_step(log_path, attempt=1, at_least=first_stop[0] + 1)
+    slurm_cluster.run("scontrol", "release", str(preemptor))
 
-    info = slurm_cluster.wait(job, {"COMPLETED"}, timeout=300)
-    slurm_cluster.wait(ref, {"COMPLETED"}, timeout=300)
+    info = slurm_cluster.wait(job, {"COMPLETED"}, timeout=400)
     log = log_path.read_text()
     stops = _stopped_steps(log_path)
     assert int(info["Restarts"]) == 2, log[-3000:]
     assert len(stops) == 2 and stops[0] < stops[1] < MAX_STEPS, stops  # two different steps
     assert "USR1: forwarding to the tasks" in log
+    assert "requeueing the job, as the training asked after the time-limit warning" in log
+    assert "not asking for a requeue, Slurm decides" in log  # the preemption's SIGTERM
+    assert "the job is being preempted: waiting for Slurm to requeue it" in log
+    assert "DUE TO PREEMPTION" in log
     for attempt, resumed_at in ((1, stops[0]), (2, stops[1])):
         assert f"SLURM_RESTART_COUNT={attempt}" in log
         assert min(attempt_steps(log, attempt)) == resumed_at + 1, (
             f"attempt {attempt} did not resume"
         )
     assert max(attempt_steps(log, 2)) == MAX_STEPS
+    assert "Traceback" not in log  # no KeyError from a killed resource tracker either
 
     final = f"checkpoints/step_{MAX_STEPS:08d}/weights.pt"
     a = torch.load(straight / final, weights_only=True)
@@ -132,6 +148,30 @@ def test_preempted_twice_resumes_bit_identical(
         assert a[part].keys() == b[part].keys()
         for name in a[part]:
             assert torch.equal(a[part][name], b[part][name]), f"{part}.{name} differs"
+
+
+@pytest.mark.slow
+def test_scancel_cancels_with_a_checkpoint(
+    slurm_cluster, uniform_tiny: Path, tmp_path: Path
+) -> None:
+    env = {"PHYWORLD_LOG_ROOT": str(tmp_path / "logs"), "PHYWORLD_PYTHON": sys.executable}
+    run = tmp_path / "run"
+    job = slurm_cluster.submit(
+        *SBATCH, str(REPO / "slurm" / "train_s.sh"), *train_args(uniform_tiny, run), **env
+    )
+    log_path = tmp_path / "logs" / f"phyworld-train-s-{job}.out"
+    wait_for_step(log_path, attempt=0, at_least=3)
+    slurm_cluster.run("scancel", str(job))
+    stopped = _stopped_steps(log_path)
+    assert len(stopped) == 1 and stopped[0] < MAX_STEPS, stopped
+    saved = run / "checkpoints" / f"step_{stopped[0]:08d}"
+    assert is_complete(saved) and (run / "checkpoints" / "latest").read_text() == saved.name
+    time.sleep(15)  # longer than a requeued job waits before it starts again (cred_expire 10 s)
+    info = slurm_cluster.job(job)
+    assert (info["JobState"], info["Restarts"]) == ("CANCELLED", "0"), info
+    log = log_path.read_text()
+    assert "not asking for a requeue, Slurm decides" in log and "Traceback" not in log
+    assert "SLURM_RESTART_COUNT=1" not in log
 
 
 def _stopped_steps(log_path: Path, timeout: float = 120) -> list[int]:

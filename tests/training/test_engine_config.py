@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import re
+import shlex
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 from phyworld.config import load_config
 from training.config import TrainConfig
-from training.engine import EngineConfigError, deepspeed_config, global_batch_size, lr_multiplier
+from training.engine import (
+    EngineConfigError,
+    deepspeed_config,
+    global_batch_size,
+    lr_multiplier,
+    run_shape,
+)
 
 
 def config(*overrides: str) -> TrainConfig:
@@ -33,8 +43,8 @@ def test_global_batch_mismatch_names_the_fix() -> None:
     assert global_batch_size(cfg, dp_size=32) == 256  # 8 x 1 x 32
     with pytest.raises(EngineConfigError, match=r"grad_accum_steps=2"):
         global_batch_size(cfg, dp_size=16)
-    with pytest.raises(EngineConfigError, match="not a multiple"):
-        global_batch_size(cfg, dp_size=12)
+    with pytest.raises(EngineConfigError, match=r"fix it: launch on 32 processes \(GPUs\), or"):
+        global_batch_size(cfg, dp_size=12)  # no accumulation fits 96 per step
 
 
 def test_precision_fp32_on_cpu_and_explicit_bf16() -> None:
@@ -65,15 +75,118 @@ def test_bad_zero_stage() -> None:
         deepspeed_config(config("parallel.zero_stage=4"), 1)
 
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "train").glob("*.yaml"))
+# ---------------------------------------------------------------------------------------------
+#     Every documented launch of a training config passes the engine's own start-up checks
+# ---------------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+TRAIN_CONFIGS = sorted((REPO / "configs" / "train").glob("*.yaml"))
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+# Launched by code rather than by a documented command: python -m phyworld.quickstart (1 process).
+LAUNCHED_BY_CODE = {"configs/train/quickstart.yaml": 1}
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
-def test_shipped_configs_load_with_the_papers_batch(path: Path) -> None:
-    cfg = load_config(TrainConfig, [str(path), "data.path=/d", "vae.path=/v"])
-    if cfg.model.size == "tiny":
-        return
-    gpus = 64 if "phyre" in path.stem else 32  # the paper's clusters
-    assert global_batch_size(cfg, gpus // cfg.parallel.sequence_parallel_size) == 256
-    assert cfg.diffusion.cond_frames == (1 if "phyre" in path.stem else 3)
-    assert cfg.model.size.lower() in path.stem.split("_")
+@dataclass(frozen=True)
+class Launch:
+    """One documented way to start training: where it is written, its world size and arguments."""
+
+    source: str
+    world_size: int
+    args: tuple[str, ...]  # CONFIG.yaml [key=value ...], as `python -m training` gets them
+
+
+def _sbatch_header(script: Path) -> dict[str, str]:
+    return dict(re.findall(r"^#SBATCH --([\w-]+)=(\S+)", script.read_text(), re.M))
+
+
+def _commands(text: str) -> list[str]:
+    """Shell commands in a doc or a config header: `\\` continuations joined, `#` stripped."""
+    lines = [re.sub(r"\s+#\s.*", "", re.sub(r"^\s*#\s?", "", line)) for line in text.splitlines()]
+    joined = re.sub(r"\\\n\s*", " ", "\n".join(lines))
+    return [
+        m.group(0)
+        for m in re.finditer(r"(?:slurm/submit\.sh|sbatch|torchrun|python) [^\n`|]*", joined)
+    ]
+
+
+def _launch(source: str, command: str) -> Launch | None:
+    """The launch a command makes, or None if it does not start training on a shipped config."""
+    tokens = shlex.split(command)
+    script = next((t for t in tokens if re.fullmatch(r"slurm/train_\w+\.sh", t)), None)
+    rest = tokens[tokens.index(script) + 1 :] if script else tokens
+    if script is None and "training" not in tokens:
+        return None
+    if script is None:
+        rest = rest[rest.index("training") + 1 :]
+        if not rest:
+            return None
+    if rest and "=" not in rest[0] and not (REPO / rest[0]).is_file():
+        return None  # a placeholder (CONFIG.yaml) or another entry point
+    if script is not None:
+        options = dict(re.findall(r"--([\w-]+)=(\S+)", " ".join(tokens[: tokens.index(script)])))
+        header = {**_sbatch_header(REPO / script), **options}
+        world = int(header["nodes"]) * int(header["ntasks-per-node"])
+        size = re.fullmatch(r"slurm/train_(\w+)\.sh", script).group(1).upper()
+        config = rest[0] if rest and "=" not in rest[0] else default_config(script)
+        overrides = rest[1:] if rest and "=" not in rest[0] else rest
+        return Launch(source, world, (config, f"model.size={size}", *overrides))
+    if "torchrun" in tokens[0]:
+        flags = dict(re.findall(r"--(nproc[-_]per[-_]node|nnodes)[= ](\d+)", command))
+        world = int(flags.get("nproc-per-node", flags.get("nproc_per_node", 1)))
+        world *= int(flags.get("nnodes", 1))
+    else:
+        world = 1
+    return Launch(source, world, tuple(rest))
+
+
+def default_config(script: str) -> str:
+    """What a train script runs when given no config (`PHYWORLD_DEFAULT_CONFIG` in its body)."""
+    found = re.search(r"^PHYWORLD_DEFAULT_CONFIG=(\S+)", (REPO / script).read_text(), re.M)
+    assert found, f"{script} names no default config"
+    return found.group(1)
+
+
+def documented_launches() -> list[Launch]:
+    launches = []
+    for path in [*DOCS, *TRAIN_CONFIGS]:
+        for command in _commands(path.read_text()):
+            launch = _launch(str(path.relative_to(REPO)), command)
+            if launch is not None:
+                launches.append(launch)
+    for script in sorted((REPO / "slurm").glob("train_*.sh")):
+        launches.append(_launch(f"bare sbatch {script.name}", f"sbatch slurm/{script.name}"))
+    for config, world in LAUNCHED_BY_CODE.items():
+        launches.append(Launch("code", world, (config,)))
+    return launches
+
+
+LAUNCHES = documented_launches()
+
+
+def test_every_training_config_has_a_documented_launch() -> None:
+    launched = {launch.args[0] for launch in LAUNCHES}
+    missing = [
+        str(p.relative_to(REPO)) for p in TRAIN_CONFIGS if str(p.relative_to(REPO)) not in launched
+    ]
+    assert not missing, f"configs nobody documents how to launch: {missing}"
+    assert len(LAUNCHES) >= len(TRAIN_CONFIGS) + 4  # the config headers, the docs, 4 bare scripts
+
+
+@pytest.mark.parametrize(
+    "launch", LAUNCHES, ids=[f"{x.source}:{x.world_size}:{Path(x.args[0]).stem}" for x in LAUNCHES]
+)
+def test_documented_launch_passes_the_engine_checks(launch: Launch) -> None:
+    """The config as launched (world size from the sbatch header and options, or torchrun's
+    flags) gets through what `python -m training` checks before it builds anything."""
+    cfg = load_config(TrainConfig, [str(REPO / launch.args[0]), *launch.args[1:]])
+    shape = run_shape(cfg, launch.world_size)
+    deepspeed_config(cfg, shape.dp_size)  # precision, ZeRO stage and schedule names
+    if "phyre" in launch.args[0] or "kinematics" in launch.args[0] or "_dit_" in launch.args[0]:
+        assert shape.global_batch_size == 256, "the paper's global batch"
+
+
+def test_fused_adamw_on_cuda_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "fused" not in deepspeed_config(config(), 1)["optimizer"]["params"]  # CPU here
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert deepspeed_config(config(), 1)["optimizer"]["params"]["fused"] is True
+    assert "fused" not in deepspeed_config(config("parallel.device=cpu"), 1)["optimizer"]["params"]

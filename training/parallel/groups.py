@@ -21,10 +21,7 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 
 from training.parallel.device_shim import install_cpu_device_shim
-
-
-class ParallelError(ValueError):
-    """A parallel layout that cannot work; the message names the fix."""
+from training.parallel.layout import ParallelError, check_sp_size
 
 
 @dataclass(frozen=True)
@@ -44,15 +41,6 @@ class ParallelGroups:
     def deepspeed_mpu(self) -> DeepSpeedMPU:
         """The object to pass as `mpu=` to `deepspeed.initialize`."""
         return DeepSpeedMPU(self)
-
-    def check_zero_stage(self, zero_stage: int) -> None:
-        """Reject layouts DeepSpeed computes wrongly (ZeRO-3 with SP > 1 in deepspeed 0.19)."""
-        if zero_stage == 3 and self.sp_size > 1:
-            raise ParallelError(
-                f"ZeRO stage 3 with sequence_parallel_size={self.sp_size} is not supported: "
-                "DeepSpeed's ZeRO-3 does not sum gradients over the sequence-parallel group "
-                "correctly. Use parallel.zero_stage=2 (or 1) with sequence parallelism."
-            )
 
     def __str__(self) -> str:
         return (
@@ -155,11 +143,7 @@ def init_parallel(sequence_parallel_size: int, timeout_s: int | None = None) -> 
         )
     world = dist.get_world_size()
     sp = int(sequence_parallel_size)
-    if sp < 1 or world % sp != 0:
-        raise ParallelError(
-            f"parallel.sequence_parallel_size={sp} must be >= 1 and divide the world size "
-            f"{world}; pick one of {[d for d in range(1, world + 1) if world % d == 0]}"
-        )
+    check_sp_size(world, sp)
     install_cpu_device_shim()
     if parallel_state.model_parallel_is_initialized():
         parallel_state.destroy_model_parallel()

@@ -19,7 +19,8 @@ contribution of its own tokens; summing over the SP group (DeepSpeed does, with
     (B, N/SP, D) --a2a--> q,k,v (B, H/SP, N, d) --a2a--> (B, N/SP, D)   4 * B*N*D/SP * (SP-1)/SP
 
 Limits: the heads must divide by SP (DiT-S: 1, 2, 3, 6; DiT-B: 1, 2, 3, 4, 6, 12; DiT-L and
-DiT-XL: 1, 2, 4, 8, 16) and the token count N by SP; both are checked with a clear error.
+DiT-XL: 1, 2, 4, 8, 16) and the token count N by SP; both are checked with a clear error
+(`training.parallel.layout`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from megatron.core.tensor_parallel import mappings
 from torch import nn
 
 from training.model import DiT, ScaledDotProductAttention
-from training.parallel.groups import ParallelError, ParallelGroups
+from training.parallel.groups import ParallelGroups
+from training.parallel.layout import ParallelError, check_heads, check_token_count
 
 # ---------------------------------------------------------------------------------------------
 #                          The two exchanges: sequence shards <-> head shards
@@ -125,33 +127,12 @@ class SequenceParallelDiT(DiT):
 # ---------------------------------------------------------------------------------------------
 
 
-def valid_sp_sizes(num_heads: int) -> list[int]:
-    """The sequence-parallel sizes a model with `num_heads` heads allows."""
-    return [d for d in range(1, num_heads + 1) if num_heads % d == 0]
-
-
-def check_heads(num_heads: int, sp_size: int) -> None:
-    """Ulysses gives each SP rank H/SP whole heads."""
-    if num_heads % sp_size:
-        raise ParallelError(
-            f"parallel.sequence_parallel_size={sp_size} does not divide the model's {num_heads} "
-            f"attention heads; with this model use one of {valid_sp_sizes(num_heads)}"
-        )
-
-
-def check_token_count(num_tokens: int, sp_size: int, grid: tuple[int, int, int]) -> None:
-    """Token shards must be equal: N = T' x H' x W' must divide by SP."""
-    if num_tokens % sp_size:
-        raise ParallelError(
-            f"{num_tokens} tokens (latent grid t x h x w = {grid[0]} x {grid[1]} x {grid[2]}) do "
-            f"not divide by parallel.sequence_parallel_size={sp_size}; change data.frames or "
-            "data.resolution (or model.patch_t / patch_hw) so they do, or use another SP size"
-        )
-
-
 def check_same_inputs(group: dist.ProcessGroup, *tensors: torch.Tensor) -> None:
-    """Fail loudly if the SP ranks of a group were handed different micro-batches or noise."""
-    local = torch.stack([x.detach().double().sum() for x in tensors]).cpu()
+    """Fail loudly if the SP ranks of a group were handed different micro-batches or noise.
+
+    The sums stay on the inputs' device: NCCL groups have no host backend.
+    """
+    local = torch.stack([x.detach().double().sum() for x in tensors])
     every = [torch.empty_like(local) for _ in range(group.size())]
     dist.all_gather(every, local, group=group)
     if any(not torch.equal(every[0], other) for other in every[1:]):
