@@ -262,12 +262,21 @@ def _chord_area(r, x):
 
 
 @njit(cache=True, inline="always")
+def _band_edge(r, c):
+    """(t_c, G(t_c)) of a row edge at height c: where the disc's half chord h equals c."""
+    if 0.0 < c < r:
+        tc = math.sqrt(r * r - c * c)
+        return tc, _chord_area(r, tc)
+    return 0.0, 0.0
+
+
+@njit(cache=True, inline="always")
 def _band_integral(x, gx, r, band):
     """int_0^x of the disc's width inside a row band, x in [-r, r] (gx = G(x)); `band` holds
-    (c, t_c, G(t_c), weight) for the four edges c = yt, yb, -yb, -yt (weights 1, -1, 1, -1)."""
+    (c, t_c, G(t_c)) for the four edges c = yt, yb, -yb, -yt, whose terms count +, -, +, -."""
     total = -x
     for e in range(4):
-        c, tc, gtc, wgt = band[e, 0], band[e, 1], band[e, 2], band[e, 3]
+        c, tc, gtc = band[e, 0], band[e, 1], band[e, 2]
         if c <= 0.0:
             part = c * x
         elif c >= r:
@@ -278,7 +287,7 @@ def _band_integral(x, gx, r, band):
             part = c * tc + gx - gtc
         else:
             part = -c * tc + gx + gtc
-        total += wgt * part
+        total += part if e == 0 or e == 2 else -part
     return total
 
 
@@ -294,7 +303,7 @@ def _paint_discs(pixels, boxes, xy, world, radii, ex, ey, colour):
     edges = 2 * ex + 2  # column edges floor(u) - ex ... floor(u) + ex + 1
     xe = np.empty((discs, edges))  # column edges relative to the centre, clamped to [-r_d, r_d]
     ge = np.empty((discs, edges))  # G at those edges
-    band = np.empty((discs, 4, 4))
+    band = np.empty((discs, 4, 3))  # per disc and row edge yt, yb, -yb, -yt: c, t_c, G(t_c)
     colour_u8 = np.rint(colour).astype(np.uint8)
     n = 0
     for f in range(t):
@@ -307,6 +316,7 @@ def _paint_discs(pixels, boxes, xy, world, radii, ex, ey, colour):
                 xe[d, e] = x
                 ge[d, e] = _chord_area(rd, x)
         top, bottom, left, right = h, -1, w, -1
+        done = -2  # the last row whose band edges are in `band`
         for i in range(max(r0, 0), min(r0 + 2 * ey + 1, h)):
             yt = v - i  # the row's top edge, above the centre (y up); its bottom is yt - 1
             yb = yt - 1.0
@@ -325,21 +335,37 @@ def _paint_discs(pixels, boxes, xy, world, radii, ex, ey, colour):
                 fill_lo = min(max(lo, np.int64(np.ceil(u - half))), hi)
                 fill_hi = max(min(hi, np.int64(np.floor(u + half))), fill_lo)
             for d in range(discs):
-                rd = radii[d]
-                for e, (c, wgt) in enumerate(((yt, 1.0), (yb, -1.0), (-yb, 1.0), (-yt, -1.0))):
-                    tc = math.sqrt(rd * rd - c * c) if 0.0 < c < rd else 0.0
-                    band[d, e, 0], band[d, e, 1], band[d, e, 3] = c, tc, wgt
-                    band[d, e, 2] = _chord_area(rd, tc)
+                rd, bd = radii[d], band[d]
+                if done == i - 1:  # this row's top edge is the last row's bottom edge
+                    bd[0, 1], bd[0, 2] = bd[1, 1], bd[1, 2]
+                    bd[3, 1], bd[3, 2] = bd[2, 1], bd[2, 2]
+                else:
+                    bd[0, 1], bd[0, 2] = _band_edge(rd, yt)
+                    bd[3, 1], bd[3, 2] = _band_edge(rd, -yt)
+                bd[1, 1], bd[1, 2] = _band_edge(rd, yb)
+                bd[2, 1], bd[2, 2] = _band_edge(rd, -yb)
+                bd[0, 0], bd[1, 0], bd[2, 0], bd[3, 0] = yt, yb, -yb, -yt
+            done = i
             first, last = NO_PIXEL, -1
             for j0, j1 in ((lo, fill_lo), (fill_hi, hi)):
+                if j1 <= j0:
+                    continue
+                # A pixel's area is the band integral at its right edge minus at its left one,
+                # which is the previous pixel's right edge.
+                e = j0 - c0
+                outer = _band_integral(xe[0, e], ge[0, e], r, band[0])
+                inner = 0.0
+                if discs == 2:
+                    inner = _band_integral(xe[1, e], ge[1, e], radii[1], band[1])
                 for j in range(j0, j1):
-                    a = 0.0
-                    for d in range(discs):
-                        e0 = j - c0
-                        rd, bd = radii[d], band[d]
-                        a_d = _band_integral(xe[d, e0 + 1], ge[d, e0 + 1], rd, bd)
-                        a_d -= _band_integral(xe[d, e0], ge[d, e0], rd, bd)
-                        a += a_d if d == 0 else -a_d
+                    e += 1
+                    a = -outer
+                    outer = _band_integral(xe[0, e], ge[0, e], r, band[0])
+                    a += outer
+                    if discs == 2:
+                        a += inner
+                        inner = _band_integral(xe[1, e], ge[1, e], radii[1], band[1])
+                        a -= inner
                     a32 = min(max(np.float32(a), F0), F1)
                     if a32 > F0:
                         _blend(pixels, f, i, j, colour, a32)
