@@ -88,6 +88,7 @@ class EvalConfig:
     sample_steps: int = 0  # 0: the checkpoint's diffusion.sample_steps
     seed: int = 0
     floors: bool = True  # also score ground truth (GT floor) and VAE reconstructions (VAE floor)
+    metric: str = "step"  # kinematic headline: step (per-step |v| error) | paper (paper's tables)
     num_side_by_side: int = 4  # videos saved as ground truth | VAE | generated
     parser: ParserConfig = field(default_factory=ParserConfig)
     abnormal: AbnormalConfig = field(default_factory=AbnormalConfig)
