@@ -153,6 +153,14 @@ def _check_spec(spec: SceneSpec, where: str) -> None:
         spec.count = size
     elif spec.count < 1:
         raise DatagenConfigError(f"{where}: sampling=random needs count >= 1 (e.g. count=1000)")
+    elif spec.feasible is not None:  # refuse an empty region now, not after 10,000 redraws
+        u = np.random.default_rng(0).random((4096, len(spec.ranges)))
+        values = {n: union_points(iv, u[:, i]) for i, (n, iv) in enumerate(spec.ranges.items())}
+        if not np.any(spec.feasible(spec, values)):
+            raise DatagenConfigError(
+                f"{where}: the scene cannot stage any of ranges {spec.ranges} "
+                f"(it needs {_feasible_doc(spec)}); change the ranges"
+            )
     for box in spec.exclude:
         unknown = sorted(set(box) - set(spec.ranges))
         if unknown:

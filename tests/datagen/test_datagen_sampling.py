@@ -71,6 +71,19 @@ def test_random_draws_avoid_excluded_boxes_and_are_per_sample():
     assert again == vs[17]
 
 
+@pytest.mark.parametrize("sampling", ["random", "grid"])
+def test_a_collision_space_with_no_room_is_refused_before_anything_runs(sampling):
+    # Both balls large and fast: 0.8 (v1 + v2) + 2 (r1 + r2) > 10 everywhere.
+    args = [
+        "scene=collision",
+        f"sampling={sampling}",
+        "count=5" if sampling == "random" else "grid={v1: 2, v2: 2, r1: 2, r2: 2}",
+        "ranges={v1: [[5,6]], v2: [[5,6]], r1: [[1.5,2]], r2: [[1.5,2]]}",
+    ]
+    with pytest.raises(ConfigError, match=r"0\.8 \(v1 \+ v2\) \+ 2 \(r1 \+ r2\) <= world"):
+        plan_of(*args)
+
+
 def test_groups_concatenate_and_inherit():
     plan = plan_of(
         "sampling=random",
