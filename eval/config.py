@@ -31,7 +31,7 @@ class ParserConfig:
 
     primary: str = "threshold"  # threshold (the paper's) | alpha (sub-pixel, alpha-weighted)
     threshold: int = 127  # colour mask: the named channel > threshold, the others < threshold
-    alpha_floor: float = 0.05  # alpha parser: alpha below this counts as background noise
+    alpha_floor: float = 0.05  # alpha parser: pixels count within 1 px of one with alpha >= this
 
 
 @dataclass
