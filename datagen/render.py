@@ -11,12 +11,13 @@ Two renderings (`style`):
   the exact area of the disc inside the pixel (`_paint_discs`: the circle's area integral,
   evaluated per row at the pixel edges), so an alpha-weighted parser recovers the centre to
   ~1e-3 px; boxes use alpha = clip(0.5 - signed distance in pixels, 0, 1).
-- `paper`: the authors' generator, for comparisons with the paper: their soft edge,
+- `paper`: the authors' kinematic generator, for comparisons with the paper: their soft edge,
   alpha = clip((r^2 - d^2) / (0.03 r^2), 0, 1), point-sampled where they sample it, column i at
   world x = i * world / (W - 1) (their `linspace(0, 1, W)`; rows likewise, top row at y = world).
   Their parser reads pixel i as x = i * world / W, so positions parsed from these frames shrink
   by (W - 1) / W about the origin and velocities by v / W (docs/eval.md: the paper's GT floors).
-  Boxes have no soft edge in the paper; `paper` samples them hard.
+  Boxes have no soft edge in the paper; `paper` samples them hard. PHYRE-like shapes (`DRAWERS`)
+  are drawn in our convention in both styles.
 
 Speed: compiled (numba) kernels visit only the pixels near each object: per row, the chord of a
 disc widened by a pixel; the chord where a disc's coverage is surely 1 is filled with its colour
@@ -559,14 +560,15 @@ def draw(
         canvas = Canvas(t, resolution)
     else:
         canvas.clear()
-    scale, offset = placement(style, world_size, resolution)
+    scale = resolution / world_size  # pixels per world unit
     for i, obj in enumerate(states.objects):
         if obj["shape"] in KINDS:
             canvas.paint_shape(obj, states.positions[:, i], states.angles[:, i], world_size, style)
             continue
         if obj["shape"] not in DRAWERS:
             import datagen.render_shapes  # noqa: F401  (registers polygon / compound drawers)
-        xy = np.asarray(states.positions[:, i], dtype=np.float64)
-        uv = np.stack([xy[:, 0] * scale, (world_size - xy[:, 1]) * scale], axis=-1) + offset
+        # PHYRE-like shapes: our convention in both styles (the authors' placement is their
+        # kinematic generator's; their PHYRE fork renders with PHYRE's own).
+        uv = world_to_pixel(states.positions[:, i], world_size, resolution)
         DRAWERS[obj["shape"]](canvas, obj, uv, states.angles[:, i], scale, style)
     return canvas
