@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from datagen import physics, shards
 from datagen.config import RUN_KEYS, DatagenConfig, DatagenConfigError
-from datagen.render import STYLES, Canvas, draw
+from datagen.render import STYLES, Canvas, draw, first_hidden
 from datagen.sampling import SceneSpec, group_specs
 from datagen.scenes import States, get_scene
 from datagen.schema import encode_frames, to_json
@@ -118,6 +118,8 @@ def make_samples(plan: Plan, indices: Sequence[int]) -> list[dict[str, Any]]:
         states = physics.simulate(worlds, cfg.frames, cfg.frame_dt)
     else:
         states = [plan.scene.simulate(params, spec) for _, _, spec, params in drafts]
+    for (index, _, _, params), st in zip(drafts, states):
+        _check_condition_in_view(plan, index, params, st)
     # One canvas (or frame buffer, for scenes that render themselves) for all: each row keeps only
     # its encoded bytes, and reusing the memory spares a fresh allocation's page faults per video.
     if hasattr(plan.scene, "render"):
@@ -125,6 +127,21 @@ def make_samples(plan: Plan, indices: Sequence[int]) -> list[dict[str, Any]]:
     else:
         canvas = Canvas(cfg.frames, cfg.resolution)
     return [_row(plan, *draft, st, canvas) for draft, st in zip(drafts, states)]
+
+
+def _check_condition_in_view(plan: Plan, index: int, params: dict, states: States) -> None:
+    """A scene that promises it (`CONDITION_FRAMES` = c) shows every moving object fully in its
+    first c frames, the model's condition: a video that breaks it is an error, not data."""
+    frames = getattr(plan.scene, "CONDITION_FRAMES", 0)
+    hidden = first_hidden(states, plan.cfg.world_size, frames) if frames else None
+    if hidden is not None:
+        frame, obj = hidden
+        raise DatagenConfigError(
+            f"dataset '{plan.name}': sample {index} ({to_json(params)}) shows object {obj} "
+            f"({states.objects[obj]['type']}) only in part at condition frame {frame} (scene "
+            f"'{plan.cfg.scene}' keeps every moving object fully in view in the first {frames} "
+            "frames): its placement breaks that; fix the scene's sample_params or the ranges"
+        )
 
 
 def make_sample(plan: Plan, index: int) -> dict[str, Any]:

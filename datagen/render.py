@@ -7,21 +7,27 @@ resolution. Continuous pixel coordinates (u, v) put the *edge* of pixel i at u =
 centre at u = i + 0.5. Eval converts with `pixel_to_world` / `index_to_world`.
 
 Two renderings (`style`):
-- `aa` (default): anti-aliased area coverage, alpha = clip(0.5 - signed distance in pixels, 0, 1),
-  which a sub-pixel (alpha-weighted) parser inverts to ~1e-3 world units at 128 px.
-- `paper`: the authors' soft edge, alpha = clip((r^2 - d^2) / (0.03 r^2), 0, 1) point-sampled at
-  pixel centres (in our convention, not the authors' i / (W - 1)), for exact reproduction.
-Boxes have no soft edge in the paper; `paper` samples them hard at pixel centres.
+- `aa` (default): anti-aliased, in the convention above. A disc's (or ring's) alpha in a pixel is
+  the exact area of the disc inside the pixel (`_paint_discs`: the circle's area integral,
+  evaluated per row at the pixel edges), so an alpha-weighted parser recovers the centre to
+  ~1e-3 px; boxes use alpha = clip(0.5 - signed distance in pixels, 0, 1).
+- `paper`: the authors' kinematic generator, for comparisons with the paper: their soft edge,
+  alpha = clip((r^2 - d^2) / (0.03 r^2), 0, 1), point-sampled where they sample it, column i at
+  world x = i * world / (W - 1) (their `linspace(0, 1, W)`; rows likewise, top row at y = world).
+  Their parser reads pixel i as x = i * world / W, so positions parsed from these frames shrink
+  by (W - 1) / W about the origin and velocities by v / W (docs/eval.md: the paper's GT floors).
+  Boxes have no soft edge in the paper; `paper` samples them hard. PHYRE-like shapes (`DRAWERS`)
+  are drawn in our convention in both styles.
 
 Speed: compiled (numba) kernels visit only the pixels near each object: per row, the chord of a
-disc widened by a pixel; the chord where a circle's coverage is surely 1 is filled with its colour
-without computing it. Every pixel is bit-for-bit the float32 numpy formulation (the datagen tests
-pin them). The canvas is channel-planar (3, T, H, W), the layout the frame encoder compresses
-best, and knows the tight box of what each object painted in each frame.
+disc widened by a pixel; the chord where a disc's coverage is surely 1 is filled with its colour
+without computing it. The canvas is channel-planar (3, T, H, W), the layout the frame encoder
+compresses best, and knows the tight box of what each object painted in each frame.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -30,6 +36,7 @@ from numba import njit
 from datagen.scenes import States
 
 STYLES = ("aa", "paper")
+IN_FRAME_TOL = 1e-5  # world units: ~10x the float32 rounding of a position below 100
 PAPER_EDGE = 0.03  # the authors' soft band, as a fraction of r^2
 
 
@@ -52,17 +59,56 @@ def index_to_world(ij: np.ndarray, world_size: float, resolution: int) -> np.nda
     return pixel_to_world(np.asarray(ij, dtype=np.float64) + 0.5, world_size, resolution)
 
 
+def placement(style: str, world_size: float, resolution: int) -> tuple[float, float]:
+    """(pixels per world unit, offset): a style draws world x at continuous u = x * scale +
+    offset (v = (world - y) * scale + offset). `aa`: our convention (resolution / world, 0);
+    `paper`: the authors', pixel i's centre at x = i * world / (W - 1): ((W - 1) / world, 0.5)."""
+    if style == "paper":
+        return (resolution - 1) / world_size, 0.5
+    return resolution / world_size, 0.0
+
+
+def in_frame(xy: np.ndarray, half_extent: np.ndarray, world_size: float) -> np.ndarray:
+    """(...) bool: the object centred at `xy` (..., 2), half-extent `half_extent` (broadcast
+    against xy: (..., 1) for a radius, (..., 2) for half-width and half-height) world units, lies
+    fully inside the square world (the frame), up to the float32 rounding of stored states
+    (`IN_FRAME_TOL`: a ball placed against the border is in)."""
+    e = np.asarray(half_extent, dtype=np.float64) - IN_FRAME_TOL
+    return np.all((xy >= e) & (xy <= world_size - e), axis=-1)
+
+
+def first_hidden(states: States, world_size: float, frames: int) -> tuple[int, int] | None:
+    """(frame, object) of the first moving object not fully inside the frame in one of the
+    first `frames` frames, or None when every one is (static scenery may touch the border)."""
+    for k, obj in enumerate(states.objects):
+        if not obj.get("dynamic", True):
+            continue
+        half = np.array(extent(obj, states.angles[:frames, k]))
+        inside = in_frame(states.positions[:frames, k].astype(np.float64), half, world_size)
+        if not inside.all():
+            return int(np.argmin(inside)), k
+    return None
+
+
+def extent(obj: dict, angles: np.ndarray) -> tuple[float, float]:
+    """Half-width and half-height (world units) of a box around the centre that holds the
+    object at every angle in `angles` (a thin wall gets a thin patch, not a square one)."""
+    if obj["shape"] in ("circle", "ring"):
+        return obj["radius"], obj["radius"]
+    w, h = obj["size"]
+    c, s = np.abs(np.cos(angles)).max(initial=0.0), np.abs(np.sin(angles)).max(initial=0.0)
+    return 0.5 * float(c * w + s * h), 0.5 * float(s * w + c * h)
+
+
 # --------------------------------------------------------------------------------------------
-# Compiled kernels: coverage of one object at pixel-centre offsets, blended into the canvas
+# Compiled kernels: coverage of one object, blended into the canvas
 # --------------------------------------------------------------------------------------------
-# The arithmetic is float32 and written out step by step so that every pixel is bit-for-bit what
-# the numpy formulation gives (documented in each function): Python-float constants are rounded
-# to float32 once by the caller (`_shape_constants`), as numpy rounds a Python scalar against a
-# float32 array; numba neither reorders nor fuses float operations without fastmath.
+# The point-sampled coverages (boxes, the paper's soft edge) are float32 and written out step by
+# step as the numpy formulation (tests compare every pixel); the exact disc areas are float64.
 
 F0, F1, HALF = np.float32(0.0), np.float32(1.0), np.float32(0.5)
 # Pixels: how far the chords a disc's row is cut to reach past (outer) or stop short of (inner)
-# their exact ends; float32 rounding moves those ends by ~1e-6 px, 50000x less.
+# their exact ends; float rounding moves those ends by ~1e-6 px, 50000x less.
 EDGE_MARGIN = 0.05
 CIRCLE, RING, BOX = 0, 1, 2
 KINDS = {"circle": CIRCLE, "ring": RING, "box": BOX}
@@ -78,9 +124,9 @@ def _coverage(kind, paper, k, dx, dy, c, s):
     """Alpha in [0, 1] at offset (dx, dy) pixels (x right, y up) from the centre. `k`: the
     shape's float32 constants (`_shape_constants`); c, s: cos and sin of the box's angle.
 
-    circle aa:    clip(r + 0.5 - sqrt(d2))            paper: clip((r^2 - d2) / (0.03 r^2))
-    ring:         min(circle, clip(sqrt(d2) - r_in + 0.5) | clip((d2 - r_in^2) / (0.03 r_in^2)))
-    box:          signed distance sdf to the rotated rectangle; aa: clip(0.5 - sdf), paper: sdf < 0
+    box:             signed distance sdf to the rotated rectangle; aa: clip(0.5 - sdf), paper: sdf < 0
+    circle (paper):  clip((r^2 - d2) / (0.03 r^2))   (aa discs are exact areas: `_paint_discs`)
+    ring (paper):    min(circle, clip((d2 - r_in^2) / (0.03 r_in^2)))
     """
     if kind == BOX:
         lx = abs(c * dx + s * dy) - k[0]
@@ -91,14 +137,9 @@ def _coverage(kind, paper, k, dx, dy, c, s):
             return F1 if sdf < F0 else F0
         return _clip01(HALF - sdf)
     d2 = dx * dx + dy * dy
-    if paper:
-        a = _clip01((k[0] - d2) / k[1])
-        if kind == RING:
-            a = min(a, _clip01((d2 - k[2]) / k[3]))
-        return a
-    a = _clip01(k[0] - np.sqrt(d2))
+    a = _clip01((k[0] - d2) / k[1])
     if kind == RING:
-        a = min(a, _clip01(np.sqrt(d2) - k[2] + HALF))
+        a = min(a, _clip01((d2 - k[2]) / k[3]))
     return a
 
 
@@ -113,7 +154,16 @@ def _blend(pixels, f, i, j, colour, a):
         pixels[ch, fu, iu, ju] = np.uint8(np.rint(old + (colour[ch] - old) * a))
 
 
-NO_PIXEL = 1 << 62  # `_blend_span`'s first column when it covered none (any real one is less)
+@njit(cache=True, inline="always")
+def _fill(pixels, f, i, j0, j1, colour_u8):
+    """Columns j0 <= j < j1 of row i of frame f become the colour (coverage 1)."""
+    fu, iu = np.uint64(f), np.uint64(i)
+    for ch in range(np.uint64(3)):
+        for j in range(np.uint64(j0), np.uint64(j1)):
+            pixels[ch, fu, iu, j] = colour_u8[ch]
+
+
+NO_PIXEL = 1 << 62  # a span's first column when it covered none (any real one is less)
 
 
 @njit(cache=True, inline="always")
@@ -133,27 +183,27 @@ def _blend_span(pixels, f, i, j0, j1, colour, shape):
 
 
 @njit(cache=True)
-def _paint_shape(pixels, boxes, xy, world, cos_a, sin_a, ex, ey, kind, paper, k, colour):
-    """Paint one circle / ring / box centred at world `xy` (T, 2) in every frame; returns the
-    number of (frame, row0, row1, col0, col1) rows written to `boxes`, each the smallest box
-    around the pixels it covered.
+def _paint_shape(
+    pixels, boxes, xy, world, scale, offset, cos_a, sin_a, ex, ey, kind, paper, k, colour
+):
+    """Paint one box (either style) or paper-style circle / ring centred at world `xy` (T, 2) in
+    every frame; returns the number of (frame, row0, row1, col0, col1) rows written to `boxes`,
+    each the smallest box around the pixels it covered.
 
-    Its centre in pixels is (u, v) = `world_to_pixel(xy)`; the patch of frame f spans columns
-    floor(u) - ex ... floor(u) + ex (rows likewise with ey); the offsets of pixel centres are
-    computed in float64 and rounded to float32, as `patch_offsets` does."""
+    Its centre in pixels is u = x * scale + offset, v = (world - y) * scale + offset
+    (`placement`); the patch of frame f spans columns floor(u) - ex ... floor(u) + ex (rows
+    likewise with ey); the offsets of pixel centres are computed in float64 and rounded to
+    float32, as `patch_offsets` does."""
     _, t, h, w = pixels.shape
-    s = world / w
-    # Squared reach of a disc in pixels: alpha > 0 only where d2 < reach2 (aa: (r + 0.5)^2).
-    # and alpha = 1 where d2 <= full2 (aa: (r - 0.5)^2; paper: r^2 - 0.03 r^2).
-    reach2 = np.float64(k[0]) if paper else np.float64(k[0]) * np.float64(k[0])
-    if paper:
-        full2 = np.float64(k[0]) - np.float64(k[1])
-    else:
-        full2 = max(np.float64(k[0]) - 1.0, 0.0) ** 2
+    # Squared reach of a paper disc in pixels: alpha > 0 only where d2 < r^2, and alpha = 1
+    # where d2 <= r^2 - 0.03 r^2.
+    reach2 = np.float64(k[0])
+    full2 = np.float64(k[0]) - np.float64(k[1])
     colour_u8 = np.rint(colour).astype(np.uint8)  # what full coverage blends to
     n = 0
     for f in range(t):
-        u, v = np.float64(xy[f, 0]) / s, (world - np.float64(xy[f, 1])) / s
+        u = np.float64(xy[f, 0]) * scale + offset
+        v = (world - np.float64(xy[f, 1])) * scale + offset
         c0, r0 = np.int64(np.floor(u)) - ex, np.int64(np.floor(v)) - ey
         top, bottom, left, right = h, -1, w, -1
         for i in range(max(r0, 0), min(r0 + 2 * ey + 1, h)):
@@ -180,14 +230,151 @@ def _paint_shape(pixels, boxes, xy, world, cos_a, sin_a, ex, ey, kind, paper, k,
             shape = (kind, paper, k, u, dy, cos_a[f], sin_a[f])
             first, last = _blend_span(pixels, f, i, lo, fill_lo, colour, shape)
             if fill_hi > fill_lo:
-                fu, iu = np.uint64(f), np.uint64(i)
-                for ch in range(np.uint64(3)):
-                    for j in range(np.uint64(fill_lo), np.uint64(fill_hi)):
-                        pixels[ch, fu, iu, j] = colour_u8[ch]
+                _fill(pixels, f, i, fill_lo, fill_hi, colour_u8)
                 first, last = min(first, fill_lo), max(last, fill_hi - 1)
             right_first, right_last = _blend_span(pixels, f, i, fill_hi, hi, colour, shape)
             first, last = min(first, right_first), max(last, right_last)
             if last >= 0:  # the row has covered pixels
+                top, bottom = min(top, i), max(bottom, i)
+                left, right = min(left, first), max(right, last)
+        if bottom >= 0:
+            boxes[n, 0], boxes[n, 1], boxes[n, 2] = f, top, bottom + 1
+            boxes[n, 3], boxes[n, 4] = left, right + 1
+            n += 1
+    return n
+
+
+# Exact area of a disc inside a pixel. With the disc's centre at the origin (pixels, y up) and
+# h(t) = sqrt(r^2 - t^2) its half chord, a row of pixels spanning y in [yb, yb + 1] holds the
+# width w(t) = clip(h, yb, yt) - clip(-h, yb, yt) = m(yt) - m(yb) + m(-yb) - m(-yt) - 1 of the
+# disc at column t, m(c) = min(h(t), c). Its integral from 0 to x is a sum of
+# C(c, x) = int_0^x min(h, c) dt, which is c x where h > c (|t| < t_c = sqrt(r^2 - c^2)) and
+# G(x) = int_0^x h = (x h(x) + r^2 asin(x / r)) / 2 beyond: a pixel's area is that integral
+# between its two column edges. G is computed once per column edge and frame, t_c and G(t_c) once
+# per row, so a pixel costs a few additions; float64 keeps the differences exact to ~1e-12.
+
+
+@njit(cache=True, inline="always")
+def _chord_area(r, x):
+    """G(x) = int_0^x sqrt(r^2 - t^2) dt for x in [-r, r]."""
+    return 0.5 * (
+        x * math.sqrt(max(r * r - x * x, 0.0)) + r * r * math.asin(min(max(x / r, -1.0), 1.0))
+    )
+
+
+@njit(cache=True, inline="always")
+def _band_edge(r, c):
+    """(t_c, G(t_c)) of a row edge at height c: where the disc's half chord h equals c."""
+    if 0.0 < c < r:
+        tc = math.sqrt(r * r - c * c)
+        return tc, _chord_area(r, tc)
+    return 0.0, 0.0
+
+
+@njit(cache=True, inline="always")
+def _band_integral(x, gx, r, band):
+    """int_0^x of the disc's width inside a row band, x in [-r, r] (gx = G(x)); `band` holds
+    (c, t_c, G(t_c)) for the four edges c = yt, yb, -yb, -yt, whose terms count +, -, +, -."""
+    total = -x
+    for e in range(4):
+        c, tc, gtc = band[e, 0], band[e, 1], band[e, 2]
+        if c <= 0.0:
+            part = c * x
+        elif c >= r:
+            part = gx
+        elif abs(x) <= tc:
+            part = c * x
+        elif x > 0.0:
+            part = c * tc + gx - gtc
+        else:
+            part = -c * tc + gx + gtc
+        total += part if e == 0 or e == 2 else -part
+    return total
+
+
+@njit(cache=True)
+def _paint_discs(pixels, boxes, xy, world, radii, ex, ey, colour):
+    """Paint a disc (`radii` = [r]) or a ring ([r, r_in]: the disc minus the inner one), radii
+    in pixels, centred at world `xy` (T, 2), alpha = the exact area of it inside each pixel
+    (`aa` style, our convention); boxes as in `_paint_shape`."""
+    _, t, h, w = pixels.shape
+    s = world / w
+    discs = radii.shape[0]
+    r = radii[0]
+    edges = 2 * ex + 2  # column edges floor(u) - ex ... floor(u) + ex + 1
+    xe = np.empty((discs, edges))  # column edges relative to the centre, clamped to [-r_d, r_d]
+    ge = np.empty((discs, edges))  # G at those edges
+    band = np.empty((discs, 4, 3))  # per disc and row edge yt, yb, -yb, -yt: c, t_c, G(t_c)
+    colour_u8 = np.rint(colour).astype(np.uint8)
+    n = 0
+    for f in range(t):
+        u, v = np.float64(xy[f, 0]) / s, (world - np.float64(xy[f, 1])) / s
+        c0, r0 = np.int64(np.floor(u)) - ex, np.int64(np.floor(v)) - ey
+        for d in range(discs):
+            rd = radii[d]
+            for e in range(edges):
+                x = min(max(c0 + e - u, -rd), rd)
+                xe[d, e] = x
+                ge[d, e] = _chord_area(rd, x)
+        top, bottom, left, right = h, -1, w, -1
+        done = -2  # the last row whose band edges are in `band`
+        for i in range(max(r0, 0), min(r0 + 2 * ey + 1, h)):
+            yt = v - i  # the row's top edge, above the centre (y up); its bottom is yt - 1
+            yb = yt - 1.0
+            near = 0.0 if yb <= 0.0 <= yt else min(abs(yt), abs(yb))
+            if near >= r + EDGE_MARGIN:
+                continue
+            half = math.sqrt(max(r * r - near * near, 0.0)) + EDGE_MARGIN
+            lo = max(max(c0, 0), np.int64(np.floor(u - half)))
+            hi = max(min(min(c0 + 2 * ex + 1, w), np.int64(np.ceil(u + half))), lo)
+            # Pixels whose four corners are in the disc (a chord narrowed by EDGE_MARGIN) are
+            # covered: they become the colour (rint(old + (colour - old) * 1) = colour).
+            fill_lo = fill_hi = hi
+            far = max(abs(yt), abs(yb))
+            if discs == 1 and far < r:
+                half = math.sqrt(r * r - far * far) - EDGE_MARGIN
+                fill_lo = min(max(lo, np.int64(np.ceil(u - half))), hi)
+                fill_hi = max(min(hi, np.int64(np.floor(u + half))), fill_lo)
+            for d in range(discs):
+                rd, bd = radii[d], band[d]
+                if done == i - 1:  # this row's top edge is the last row's bottom edge
+                    bd[0, 1], bd[0, 2] = bd[1, 1], bd[1, 2]
+                    bd[3, 1], bd[3, 2] = bd[2, 1], bd[2, 2]
+                else:
+                    bd[0, 1], bd[0, 2] = _band_edge(rd, yt)
+                    bd[3, 1], bd[3, 2] = _band_edge(rd, -yt)
+                bd[1, 1], bd[1, 2] = _band_edge(rd, yb)
+                bd[2, 1], bd[2, 2] = _band_edge(rd, -yb)
+                bd[0, 0], bd[1, 0], bd[2, 0], bd[3, 0] = yt, yb, -yb, -yt
+            done = i
+            first, last = NO_PIXEL, -1
+            for j0, j1 in ((lo, fill_lo), (fill_hi, hi)):
+                if j1 <= j0:
+                    continue
+                # A pixel's area is the band integral at its right edge minus at its left one,
+                # which is the previous pixel's right edge.
+                e = j0 - c0
+                outer = _band_integral(xe[0, e], ge[0, e], r, band[0])
+                inner = 0.0
+                if discs == 2:
+                    inner = _band_integral(xe[1, e], ge[1, e], radii[1], band[1])
+                for j in range(j0, j1):
+                    e += 1
+                    a = -outer
+                    outer = _band_integral(xe[0, e], ge[0, e], r, band[0])
+                    a += outer
+                    if discs == 2:
+                        a += inner
+                        inner = _band_integral(xe[1, e], ge[1, e], radii[1], band[1])
+                        a -= inner
+                    a32 = min(max(np.float32(a), F0), F1)
+                    if a32 > F0:
+                        _blend(pixels, f, i, j, colour, a32)
+                        first, last = min(first, j), j
+            if fill_hi > fill_lo:
+                _fill(pixels, f, i, fill_lo, fill_hi, colour_u8)
+                first, last = min(first, fill_lo), max(last, fill_hi - 1)
+            if last >= 0:
                 top, bottom = min(top, i), max(bottom, i)
                 left, right = min(left, first), max(right, last)
         if bottom >= 0:
@@ -236,23 +423,13 @@ def _shape_constants(obj: dict, scale: float, style: str) -> np.ndarray:
     if shape == "box":
         w, h = obj["size"]
         k = [w * scale / 2, h * scale / 2]
-    else:
+    else:  # the paper's soft edge
         r = obj["radius"] * scale
-        k = [r * r, PAPER_EDGE * r * r] if style == "paper" else [r + 0.5, 0.0]
+        k = [r * r, PAPER_EDGE * r * r]
         if shape == "ring":
             r_in = obj["inner_radius"] * scale
-            k += [r_in * r_in, PAPER_EDGE * r_in * r_in] if style == "paper" else [r_in, 0.0]
+            k += [r_in * r_in, PAPER_EDGE * r_in * r_in]
     return np.array(k + [0.0] * (4 - len(k)), dtype=np.float32)
-
-
-def _extent(obj: dict, angles: np.ndarray) -> tuple[float, float]:
-    """Half-width and half-height (world units) of a box around the centre that holds the
-    object at every angle in `angles` (a thin wall gets a thin patch, not a square one)."""
-    if obj["shape"] in ("circle", "ring"):
-        return obj["radius"], obj["radius"]
-    w, h = obj["size"]
-    c, s = np.abs(np.cos(angles)).max(initial=0.0), np.abs(np.sin(angles)).max(initial=0.0)
-    return 0.5 * float(c * w + s * h), 0.5 * float(s * w + c * h)
 
 
 class Canvas:
@@ -300,20 +477,30 @@ class Canvas:
         self, obj: dict, xy: np.ndarray, angles: np.ndarray, world_size: float, style: str
     ) -> None:
         """Paint a circle / ring / box `obj` centred at world `xy` (T, 2) in every frame."""
-        scale = self.pixels.shape[3] / world_size  # pixels per world unit
-        ex, ey = _extent(obj, angles)
+        scale, offset = placement(style, world_size, self.pixels.shape[3])
+        ex, ey = extent(obj, angles)
         ex, ey = int(np.ceil(ex * scale + 1.0)), int(np.ceil(ey * scale + 1.0))
+        xy = np.ascontiguousarray(xy, dtype=np.float32)
+        colour = np.asarray(obj["colour"], dtype=np.float32)
+        boxes = self._boxes_buffer()
+        if style == "aa" and obj["shape"] != "box":
+            radii = [obj["radius"]] + ([obj["inner_radius"]] if obj["shape"] == "ring" else [])
+            radii = np.array(radii, dtype=np.float64) * scale
+            n = _paint_discs(self.pixels, boxes, xy, float(world_size), radii, ex, ey, colour)
+            self.painted.append(boxes[:n])
+            return
         if obj["shape"] == "box":  # numpy's float32 cos / sin, as the reference renderer
             a32 = angles.astype(np.float32)
             cos_a, sin_a = np.cos(a32), np.sin(a32)
         else:
             cos_a = sin_a = np.zeros(len(xy), dtype=np.float32)
-        boxes = self._boxes_buffer()
         n = _paint_shape(
             self.pixels,
             boxes,
-            np.ascontiguousarray(xy, dtype=np.float32),
+            xy,
             float(world_size),
+            scale,
+            offset,
             cos_a,
             sin_a,
             ex,
@@ -321,7 +508,7 @@ class Canvas:
             KINDS[obj["shape"]],
             style == "paper",
             _shape_constants(obj, scale, style),
-            np.asarray(obj["colour"], dtype=np.float32),
+            colour,
         )
         self.painted.append(boxes[:n])
 
@@ -380,6 +567,8 @@ def draw(
             continue
         if obj["shape"] not in DRAWERS:
             import datagen.render_shapes  # noqa: F401  (registers polygon / compound drawers)
+        # PHYRE-like shapes: our convention in both styles (the authors' placement is their
+        # kinematic generator's; their PHYRE fork renders with PHYRE's own).
         uv = world_to_pixel(states.positions[:, i], world_size, resolution)
         DRAWERS[obj["shape"]](canvas, obj, uv, states.angles[:, i], scale, style)
     return canvas

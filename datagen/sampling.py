@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 from datagen.config import DatagenConfig, DatagenConfigError
 
 Intervals = list[list[float]]
+MARGIN = 0.05  # the authors' margin between a ball and the top / bottom of the world, x world size
 
 
 @dataclass
@@ -36,6 +38,9 @@ class SceneSpec:
     frame_dt: float = 0.1
     substeps: int = 10
     seed: int = 0
+    # The scene's `feasible(spec, values) -> bool array`: parameter combinations it can stage
+    # (e.g. a collision needs room for 8 frames before contact); the others are never sampled.
+    feasible: Callable[[SceneSpec, dict[str, Any]], Any] | None = None
     _grid_points: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _grid_valid: np.ndarray | None = field(default=None, repr=False)
 
@@ -53,6 +58,9 @@ def _plain(x: Any) -> Any:
 
 def group_specs(cfg: DatagenConfig) -> list[SceneSpec]:
     """One `SceneSpec` per group (the top level when `groups` is empty), validated."""
+    from datagen.scenes import get_scene
+
+    feasible = getattr(get_scene(cfg.scene), "feasible", None)
     top = {
         "level": cfg.level,
         "sampling": cfg.sampling,
@@ -79,6 +87,7 @@ def group_specs(cfg: DatagenConfig) -> list[SceneSpec]:
             frame_dt=cfg.frame_dt,
             substeps=cfg.substeps,
             seed=cfg.seed,
+            feasible=feasible,
         )
         where = f"group {i}" if cfg.groups else "config"
         _check_spec(spec, where)
@@ -137,10 +146,21 @@ def _check_spec(spec: SceneSpec, where: str) -> None:
                 f"change the grid sizes"
             )
         if size == 0:
-            raise DatagenConfigError(f"{where}: `exclude` removes every grid point")
+            raise DatagenConfigError(
+                f"{where}: `exclude` and the scene's feasible region ({_feasible_doc(spec)}) "
+                "leave no grid point; change the ranges"
+            )
         spec.count = size
     elif spec.count < 1:
         raise DatagenConfigError(f"{where}: sampling=random needs count >= 1 (e.g. count=1000)")
+    elif spec.feasible is not None:  # refuse an empty region now, not after 10,000 redraws
+        u = np.random.default_rng(0).random((4096, len(spec.ranges)))
+        values = {n: union_points(iv, u[:, i]) for i, (n, iv) in enumerate(spec.ranges.items())}
+        if not np.any(spec.feasible(spec, values)):
+            raise DatagenConfigError(
+                f"{where}: the scene cannot stage any of ranges {spec.ranges} "
+                f"(it needs {_feasible_doc(spec)}); change the ranges"
+            )
     for box in spec.exclude:
         unknown = sorted(set(box) - set(spec.ranges))
         if unknown:
@@ -228,13 +248,15 @@ def _grid_valid(spec: SceneSpec) -> np.ndarray:
         }
         for box in spec.exclude:
             keep &= ~np.broadcast_to(_in_box(values, box), shape)
+        if spec.feasible is not None:
+            keep &= np.broadcast_to(spec.feasible(spec, values), shape)
         spec._grid_valid = np.flatnonzero(keep.ravel())
     return spec._grid_valid
 
 
 def grid_count(spec: SceneSpec) -> int:
-    """Number of grid points left after `exclude`."""
-    if not spec.exclude:
+    """Number of grid points left after `exclude` and the scene's feasible region."""
+    if not spec.exclude and spec.feasible is None:
         return math.prod(spec.grid.values())
     return len(_grid_valid(spec))
 
@@ -243,19 +265,49 @@ def params_at(spec: SceneSpec, index: int, rng: np.random.Generator) -> dict[str
     """The values of the ranged parameters for sample `index` of this group.
 
     grid: the `index`-th point of the product of per-parameter linspaces (C order, the order
-    of `grid`), skipping excluded boxes. random: uniform by measure over each union, redrawn
-    (from the same per-sample `rng`) while inside an excluded box.
+    of `grid`), skipping excluded boxes and infeasible points. random: uniform by measure over
+    each union, redrawn (from the same per-sample `rng`) while inside an excluded box or
+    infeasible.
     """
     if spec.sampling == "grid":
         names = list(spec.grid)
         axes = _grid_axes(spec)
-        flat = int(_grid_valid(spec)[index]) if spec.exclude else index
+        filtered = spec.exclude or spec.feasible is not None
+        flat = int(_grid_valid(spec)[index]) if filtered else index
         coords = np.unravel_index(flat, tuple(spec.grid[n] for n in names))
         return {n: float(axes[n][c]) for n, c in zip(names, coords)}
     names = list(spec.ranges)
     for _ in range(10_000):
         u = rng.random(len(names)).tolist()
         out = {n: union_point(spec.ranges[n], u[i]) for i, n in enumerate(names)}
-        if not any(bool(_in_box(out, box)) for box in spec.exclude):
+        if not any(bool(_in_box(out, box)) for box in spec.exclude) and (
+            spec.feasible is None or bool(spec.feasible(spec, out))
+        ):
             return out
-    raise DatagenConfigError("`exclude` covers (almost) all of the parameter space; shrink it")
+    raise DatagenConfigError(
+        f"`exclude` and the scene's feasible region ({_feasible_doc(spec)}) cover (almost) all of "
+        f"the parameter space {spec.ranges}; change the ranges"
+    )
+
+
+def _feasible_doc(spec: SceneSpec) -> str:
+    """The first line of the scene's `feasible` docstring (what it requires), for errors."""
+    doc = (spec.feasible.__doc__ or "") if spec.feasible is not None else ""
+    return doc.strip().split("\n")[0] or "none"
+
+
+def start_in_view(rng: np.random.Generator, r: float, v: float, spec: SceneSpec) -> float:
+    """The authors' start of a ball moving right at `v`: x uniform in [r, world - k dt v - r]
+    (fully in view, and in view for k = `min_frames_in_view` (24) frames); when that is empty
+    (fast balls), x in [r, r + U(0, margin)], margin = 0.05 world."""
+    k = spec.option("min_frames_in_view", 24)
+    hi = spec.world_size - k * spec.frame_dt * v - r
+    if hi < r:
+        hi = r + float(rng.uniform(0.0, MARGIN * spec.world_size))
+    return float(rng.uniform(r, hi))
+
+
+def height_in_view(rng: np.random.Generator, r: float, spec: SceneSpec) -> float:
+    """The authors' height of a horizontal motion: U(r + margin, world - margin - r)."""
+    m = MARGIN * spec.world_size
+    return float(rng.uniform(r + m, spec.world_size - m - r))

@@ -31,7 +31,7 @@ class ParserConfig:
 
     primary: str = "threshold"  # threshold (the paper's) | alpha (sub-pixel, alpha-weighted)
     threshold: int = 127  # colour mask: the named channel > threshold, the others < threshold
-    alpha_floor: float = 0.05  # alpha parser: alpha below this counts as background noise
+    alpha_floor: float = 0.05  # alpha parser: pixels count within 1 px of one with alpha >= this
 
 
 @dataclass
@@ -88,6 +88,7 @@ class EvalConfig:
     sample_steps: int = 0  # 0: the checkpoint's diffusion.sample_steps
     seed: int = 0
     floors: bool = True  # also score ground truth (GT floor) and VAE reconstructions (VAE floor)
+    metric: str = "step"  # kinematic headline: step (per-step |v| error) | paper (paper's tables)
     num_side_by_side: int = 4  # videos saved as ground truth | VAE | generated
     parser: ParserConfig = field(default_factory=ParserConfig)
     abnormal: AbnormalConfig = field(default_factory=AbnormalConfig)

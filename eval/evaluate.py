@@ -6,9 +6,10 @@ parser's noise floor) and on VAE reconstructions (`vae`, the autoencoder's floor
 Combinatorial sets: FVD, SSIM, PSNR, LPIPS against the ground truth and the abnormal ratio of the
 generated videos (and of the ground truth, which must be 0).
 
-Each (checkpoint, set) gives one record: a flat dict of means (`vel_error` is the primary
-parser's model error; every other number is `METRIC.PARSER.SOURCE`, e.g.
-`vel_error.alpha.gt`). Side-by-side videos (ground truth | VAE | generated) go to
+Each (checkpoint, set) gives one record: a flat dict of means (`vel_error` is the model error of
+the primary parser in the configured `metric`, `step` or `paper`; every other number is
+`METRIC.PARSER.SOURCE`, e.g. `vel_error.alpha.gt`, `vel_error_paper.threshold.model`; a set
+pooled from several levels also has the headline numbers per level, `vel_error@LEVEL`). Side-by-side videos (ground truth | VAE | generated) go to
 `RUN/eval/videos/` as GIFs and to TensorBoard.
 """
 
@@ -28,8 +29,14 @@ from tqdm import tqdm
 from eval import abnormal, fvd, video_metrics
 from eval.config import EvalConfig, EvalSetConfig
 from eval.parse import PARSERS, parse_balls
-from eval.samples import EvalSetError, iter_batches, kinematic_truth, stack_frames
-from eval.velocity import velocity_errors
+from eval.samples import (
+    EvalSetError,
+    check_condition_in_view,
+    iter_batches,
+    kinematic_truth,
+    stack_frames,
+)
+from eval.velocity import METRICS, paper_velocity_errors, velocity_errors
 
 
 class CheckpointLoadError(RuntimeError):
@@ -104,14 +111,17 @@ def _mean(values: list[np.ndarray]) -> float:
 def score_kinematic(
     gen, name: str, set_cfg: EvalSetConfig, cfg: EvalConfig
 ) -> tuple[dict, np.ndarray]:
-    """Velocity errors of a kinematic set: both parsers x (model, gt, vae)."""
+    """Velocity errors of a kinematic set: both parsers x both metrics x (model, gt, vae)."""
     cond = gen.config.diffusion.cond_frames
     per: dict[str, list[np.ndarray]] = defaultdict(list)
-    side_by_side, n, level, scenario = None, 0, "", ""
+    levels: list[str] = []
+    side_by_side, scenario = None, ""
     batches = iter_batches(set_cfg.path, cfg.batch_size, set_cfg.max_videos)
     for i, batch in enumerate(tqdm(batches, desc=f"eval {name}", unit="batch")):
         truth = kinematic_truth(batch, name)
-        level, scenario = batch[0]["level"], truth.scenario
+        check_condition_in_view(truth, batch, name, cond)
+        levels += [s["level"] for s in batch]
+        scenario = truth.scenario
         gt = stack_frames(batch)
         videos = {
             "gt": gt,
@@ -131,31 +141,51 @@ def score_kinematic(
                     threshold=cfg.parser.threshold,
                     alpha_floor=cfg.parser.alpha_floor,
                 )
-                errors = velocity_errors(
-                    parsed,
-                    truth.position,
-                    truth.velocity,
-                    truth.radius,
+                states = (parsed, truth.position, truth.velocity, truth.radius)
+                kw = dict(
                     world_size=truth.world_size,
                     frame_dt=truth.frame_dt,
                     cond_frames=cond,
                     scenario=truth.scenario,
                 )
+                errors = velocity_errors(*states, **kw)
+                errors["vel_error_paper"] = paper_velocity_errors(*states, **kw)
                 for metric, values in errors.items():
                     per[f"{metric}.{method}.{source}"].append(values)
         if side_by_side is None:
             side_by_side = _side_by_side(videos, cfg.num_side_by_side, gen.resolution)
-        n += len(batch)
-    if n == 0:
+    if not levels:
         raise EvalSetError(f"eval set '{name}' at {set_cfg.path} holds no videos")
-    record = {key: _mean(v) for key, v in sorted(per.items())}
-    primary = cfg.parser.primary
-    record["vel_error"] = record[f"vel_error.{primary}.model"]
-    if cfg.floors:
-        record["vel_error_gt"] = record[f"vel_error.{primary}.gt"]
-        record["vel_error_vae"] = record[f"vel_error.{primary}.vae"]
-    record.update(n=n, level=level, scenario=scenario, parser=primary)
+    per_video = {key: np.concatenate(v) for key, v in per.items()}
+    record = _headline(per_video, cfg)
+    record.update({key: _mean([v]) for key, v in sorted(per_video.items())})
+    pooled = sorted(set(levels))
+    if len(pooled) > 1:  # a pooled set (datagen groups): the headline numbers per level too
+        of_level = np.array(levels)
+        for level in pooled:
+            sub = {key: v[of_level == level] for key, v in per_video.items()}
+            for key, value in _headline(sub, cfg).items():
+                record[f"{key}@{level}"] = value
+            record[f"n@{level}"] = int((of_level == level).sum())
+    record.update(
+        n=len(levels),
+        level=pooled[0] if len(pooled) == 1 else "pooled",
+        scenario=scenario,
+        parser=cfg.parser.primary,
+        metric=cfg.metric,
+    )
     return record, side_by_side
+
+
+def _headline(per_video: dict[str, np.ndarray], cfg: EvalConfig) -> dict[str, float]:
+    """`vel_error` (and `_gt`, `_vae`): the configured metric of the primary parser."""
+    key = {"step": "vel_error", "paper": "vel_error_paper"}[cfg.metric]
+    primary = cfg.parser.primary
+    out = {"vel_error": _mean([per_video[f"{key}.{primary}.model"]])}
+    if cfg.floors:
+        out["vel_error_gt"] = _mean([per_video[f"{key}.{primary}.gt"]])
+        out["vel_error_vae"] = _mean([per_video[f"{key}.{primary}.vae"]])
+    return out
 
 
 def score_combinatorial(
@@ -241,6 +271,10 @@ def evaluate_checkpoint(
         raise EvalSetError(
             "no eval sets configured: add `sets:` to the eval YAML (see configs/eval/)"
         )
+    if cfg.metric not in METRICS:
+        from phyworld.config import ConfigError
+
+        raise ConfigError(f"metric must be one of {', '.join(METRICS)}, got '{cfg.metric}'")
     gen = load_checkpoint(path, cfg)
     step = checkpoint_step(gen.checkpoint)
     records, clips = [], {}

@@ -9,8 +9,10 @@ Two parsers, both reading uint8 RGB videos `(B, T, H, W, 3)` of balls on a white
 - `alpha` (sub-pixel): every pixel weighted by the ball's coverage recovered from its colour. A
   ball of colour c drawn with coverage a over white gives p = 255 - a (255 - c) per channel, so
   the difference of two channels is a (c_i - c_j): red coverage is (R - max(G, B)) / 255, blue
-  (B - max(R, G)) / 255, exactly linear in a and zero on white and on the other ball. Coverage
-  below `alpha_floor` is dropped so noise in generated backgrounds does not pull the centroid.
+  (B - max(R, G)) / 255, exactly linear in a and zero on white and on the other ball. A pixel
+  counts only within one pixel (8 neighbours) of one of coverage >= `alpha_floor`, so noise in
+  generated backgrounds does not pull the centroid while the faint edge pixels of the ball (whose
+  loss would bias it by ~0.002 px) still count.
 
 Pixel coordinates follow ARCHITECTURE.md (pixel centres at (i + 0.5) s, world y up) through
 `datagen.render`'s conversion functions, so parsed positions compare directly with the states the
@@ -80,9 +82,21 @@ def colour_weights(
         own_ch = frames[..., own].astype(np.int16)
         other_max = np.maximum(frames[..., others[0]], frames[..., others[1]]).astype(np.int16)
         alpha = (own_ch - other_max).astype(np.float32) * (1.0 / 255.0)
-        alpha[alpha < alpha_floor] = 0.0
+        near = _dilate(alpha >= alpha_floor)
+        alpha[~near | (alpha < 0.0)] = 0.0
         return alpha
     raise ValueError(f"unknown parser '{method}'; choose one of {PARSERS}")
+
+
+def _dilate(mask: np.ndarray) -> np.ndarray:
+    """(..., H, W) bool: `mask` grown by one pixel towards its 8 neighbours."""
+    rows = mask.copy()
+    rows[..., 1:, :] |= mask[..., :-1, :]
+    rows[..., :-1, :] |= mask[..., 1:, :]
+    out = rows.copy()
+    out[..., :, 1:] |= rows[..., :, :-1]
+    out[..., :, :-1] |= rows[..., :, 1:]
+    return out
 
 
 def parse_balls(

@@ -49,6 +49,27 @@ class KinematicTruth:
     frame_dt: float
 
 
+def check_condition_in_view(
+    truth: KinematicTruth, batch: list[dict[str, Any]], name: str, cond_frames: int
+) -> None:
+    """Every ball fully in view in the condition frames (no model can know a hidden ball's
+    speed), where the eval set's scene promises it; else an error naming the set and sample."""
+    from datagen.scenes import get_scene
+    from eval.velocity import in_view
+
+    if not getattr(get_scene(truth.scenario), "CONDITION_FRAMES", 0):
+        return
+    shown = in_view(truth.position[:, :cond_frames], truth.radius, truth.world_size).all((1, 2))
+    if not shown.all():
+        bad = batch[int(np.argmin(shown))]
+        raise EvalSetError(
+            f"eval set '{name}': sample {bad['id']} has a ball partly or wholly outside the "
+            f"frame in its first {cond_frames} (condition) frames, so no model can know its "
+            "speed; it was made by an older datagen: regenerate the set with "
+            "`python -m datagen configs/data/<its config>.yaml overwrite=true`"
+        )
+
+
 def kinematic_truth(batch: list[dict[str, Any]], name: str) -> KinematicTruth:
     """Stack the states of a batch; a set without per-frame states or balls is a clear error."""
     first = batch[0]

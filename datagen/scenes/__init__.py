@@ -15,7 +15,10 @@ called once before anything is written), `count(cfg: SceneSpec) -> int | None` (
 samples when the scene, not the generic grid/random sampler, decides it) and
 `world(params: dict, cfg: SceneSpec) -> datagen.physics.World` (the pymunk world as data: the
 generator then simulates many videos per pymunk space, `datagen.physics.simulate`, bit-for-bit
-as `simulate` would one by one).
+as `simulate` would one by one), `feasible(cfg: SceneSpec, values: dict) -> bool array` (the
+parameter combinations the scene can stage; the sampler never gives it the others) and
+`CONDITION_FRAMES: int` (every moving object is fully in view in that many first frames; the
+generator refuses a video that breaks the promise, and eval an eval set).
 
 `SCENES` maps a config's `scene:` name to the module that implements it; modules are imported on
 first use so a scene's dependencies cost nothing to the others.

@@ -1,8 +1,16 @@
 """Perfectly elastic collision: two balls on one horizontal line moving towards each other.
 
 Parameters: `v1`, `v2` (speeds of the red left ball moving right and the blue right ball moving
-left) and `r1`, `r2` (radii). The contact happens at time t_c = U(`t_contact` = [0.8, 2.3] s),
-i.e. at least 8 frames before and 8 after it, at x_c = world/2 + U(-1, 1).
+left) and `r1`, `r2` (radii). The placement is the authors': both balls fully in view at frame 0,
+contact at least 8 frames after the start and at least 8 before the end. Their centres start
+`dist` apart, dist ~ U(0.8 (v1 + v2) + r1 + r2, min(2.4 (v1 + v2) + r1 + r2, world - r1 - r2))
+(contact between frames 8 and 24), and when one radius is more than twice the other the contact
+comes early, dist <= 1.25 x its least value; the red ball starts at x1 ~ U(r1, world - r2 - dist),
+except that a blue ball more than twice the red one starts within 0.05 world of the right wall.
+The height is U(max(r1, r2) + 0.5, 9.5 - max(r1, r2)).
+
+Combinations with no room for that, 0.8 (v1 + v2) + 2 (r1 + r2) > world (fast and large balls),
+are not sampled (`feasible`): the authors' generator drops them too.
 """
 
 from __future__ import annotations
@@ -10,20 +18,37 @@ from __future__ import annotations
 import numpy as np
 
 from datagen import physics
-from datagen.sampling import SceneSpec, params_at
+from datagen.sampling import MARGIN, SceneSpec, height_in_view, params_at
 from datagen.scenes import States
+
+MIN_PRE_FRAMES = 8  # frames before the contact ...
+MIN_POST_FRAMES = 8  # ... and after it
+CONDITION_FRAMES = 3  # both balls are fully in view in the first 3 frames
+
+
+def feasible(spec: SceneSpec, p: dict):
+    """0.8 (v1 + v2) + 2 (r1 + r2) <= world: both balls in view at the start, 8 frames apart."""
+    need = MIN_PRE_FRAMES * spec.frame_dt * (p["v1"] + p["v2"]) + 2 * (p["r1"] + p["r2"])
+    return need <= spec.world_size + 1e-9
 
 
 def sample_params(spec: SceneSpec, index: int, rng: np.random.Generator) -> dict:
-    """v1, v2, r1, r2, then the contact time and place, which fix the starts."""
+    """v1, v2, r1, r2, then the distance between the centres and the red ball's start."""
     p = params_at(spec, index, rng)
-    lo, hi = spec.option("t_contact", [0.8, 2.3])
-    t_c = float(rng.uniform(lo, hi))
-    x_c = spec.world_size / 2 + float(rng.uniform(-1.0, 1.0))
-    p["t_contact"] = t_c
-    p["x1"] = x_c - p["r1"] - p["v1"] * t_c
-    p["x2"] = x_c + p["r2"] + p["v2"] * t_c
-    p["y0"] = float(spec.option("y0", spec.world_size / 2))
+    if not feasible(spec, p):
+        raise ValueError(f"collision {p} has no room for {MIN_PRE_FRAMES} frames before contact")
+    w, dt = spec.world_size, spec.frame_dt
+    r1, r2, v, r = p["r1"], p["r2"], p["v1"] + p["v2"], p["r1"] + p["r2"]
+    d_min = MIN_PRE_FRAMES * dt * v + r
+    d_max = (spec.frames - MIN_POST_FRAMES) * dt * v + r
+    if r1 > 2 * r2 or r2 > 2 * r1:  # the small ball needs room after the contact
+        d_max = 1.25 * d_min
+    dist = float(rng.uniform(d_min, max(min(d_max, w - r), d_min)))  # (equal at the boundary)
+    x1_hi = max(w - r2 - dist, r1)  # (equal at the boundary, up to rounding)
+    x1_lo = x1_hi - MARGIN * w if r2 > 2 * r1 else r1
+    p["x1"] = max(float(rng.uniform(x1_lo, x1_hi)), r1)
+    p["x2"] = p["x1"] + dist
+    p["y0"] = height_in_view(rng, max(r1, r2), spec)
     return p
 
 

@@ -1,7 +1,9 @@
 """Parabolic motion: one ball thrown horizontally near the top, falling under gravity 2.5.
 
 Parameters: `v` (initial horizontal speed) and `r` (radius). Options: `gravity` (2.5),
-`colour`. Starts at x0 = U(0.5, 1.5), y0 = world - r - U(0, 0.5): near the top-left corner.
+`colour`, `min_frames_in_view` (24). The start is the authors': fully in view at x in
+[r, world - 2.4 v - r] (`datagen.sampling.start_in_view`), height y0 = U(8.5 - r, 9.5 - r)
+(0.05 world below the top, up to 0.1 world lower).
 """
 
 from __future__ import annotations
@@ -9,17 +11,19 @@ from __future__ import annotations
 import numpy as np
 
 from datagen import physics
-from datagen.sampling import SceneSpec, params_at
+from datagen.sampling import MARGIN, SceneSpec, params_at, start_in_view
 from datagen.scenes import States
 
 GRAVITY = 2.5
+CONDITION_FRAMES = 3  # the ball is fully in view in the first 3 frames
 
 
 def sample_params(spec: SceneSpec, index: int, rng: np.random.Generator) -> dict:
     """v, r, then a start near the top-left."""
     p = params_at(spec, index, rng)
-    p["x0"] = float(rng.uniform(0.5, 1.5))
-    p["y0"] = float(spec.world_size - p["r"] - rng.uniform(0.0, 0.5))
+    top = (1.0 - MARGIN) * spec.world_size - p["r"]
+    p["x0"] = start_in_view(rng, p["r"], p["v"], spec)
+    p["y0"] = float(rng.uniform(top - 2 * MARGIN * spec.world_size, top))
     p["gravity"] = float(spec.option("gravity", GRAVITY))
     return p
 

@@ -2,9 +2,10 @@
 
 Parameters: `v` (speed, world units/s) and `r` (radius, or half-side of a square). Options:
 `shape` (circle | box | ring), `colour` ([r, g, b]), `flip` (move left instead of right: the
-mirror image of the rightward video), `ring_ratio` (inner / outer radius of a ring).
-The start is placed so the centre stays in view for at least `min_frames_in_view` frames when the
-speed allows it (24 of 32 frames for every ID speed).
+mirror image of the rightward video), `ring_ratio` (inner / outer radius of a ring),
+`min_frames_in_view` (24).
+The start is the authors' (`datagen.sampling.start_in_view`, `height_in_view`): fully in view at
+x in [r, world - 2.4 v - r] (in view for 24 frames), at a random height in [r + 0.5, 9.5 - r].
 """
 
 from __future__ import annotations
@@ -12,19 +13,18 @@ from __future__ import annotations
 import numpy as np
 
 from datagen import physics
-from datagen.sampling import SceneSpec, params_at
+from datagen.sampling import SceneSpec, height_in_view, params_at, start_in_view
 from datagen.scenes import States
 
-MARGIN = 0.5  # the start of the centre's span, from the left wall
+# Every object is fully in view in the first 3 frames (the model's condition frames).
+CONDITION_FRAMES = 3
 
 
 def sample_params(spec: SceneSpec, index: int, rng: np.random.Generator) -> dict:
-    """v, r from the grid or random draw; x0 uniform over the starts that keep the ball in view."""
+    """v, r from the grid or random draw; then the start x0 and the height y0."""
     p = params_at(spec, index, rng)
-    span = (spec.option("min_frames_in_view", 24) - 1) * spec.frame_dt * p["v"]
-    x_hi = max(MARGIN, spec.world_size - MARGIN - span)
-    p["x0"] = float(rng.uniform(MARGIN, x_hi))
-    p["y0"] = float(spec.option("y0", spec.world_size / 2))
+    p["x0"] = start_in_view(rng, p["r"], p["v"], spec)
+    p["y0"] = height_in_view(rng, p["r"], spec)
     return p
 
 

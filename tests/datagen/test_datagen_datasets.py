@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from datagen.config import DatagenConfig
-from datagen.generate import run
+from datagen.generate import make_plan, run
 from datagen.shards import iter_samples, verify_manifest
 from phyworld.config import load_config
 
@@ -73,16 +73,17 @@ def test_uniform_30k_with_two_parallel_workers(tmp_path):
 def test_eval_set_on_s3(path, s3_url):
     run(load_config(DatagenConfig, [str(path), f"output={s3_url}", "progress=false"]))
     manifest = verify_manifest(s3_url, checksums=True)
-    cfg = load_config(DatagenConfig, [str(path)])
-    assert manifest["count"] == cfg.count
+    plan = make_plan(load_config(DatagenConfig, [str(path), "output=unused"]))
+    assert manifest["count"] == plan.count
     samples = list(iter_samples(s3_url))
-    assert {s["level"] for s in samples} == {cfg.level} and {s["split"] for s in samples} == {
-        "eval"
-    }
-    for name, intervals in cfg.ranges.items():  # every sample inside its ranges
-        values = np.array([s["params"][name] for s in samples])
-        inside = np.zeros(len(values), bool)
-        for lo, hi in intervals:
-            inside |= (values >= lo) & (values <= hi)
-        assert inside.all(), name
+    assert {s["split"] for s in samples} == {"eval"}
+    for g, spec in enumerate(plan.specs):  # every sample inside its group's ranges
+        group = [s for s in samples if s["params"]["group"] == g]
+        assert len(group) == spec.count and {s["level"] for s in group} == {spec.level}
+        for name, intervals in spec.ranges.items():
+            values = np.array([s["params"][name] for s in group])
+            inside = np.zeros(len(values), bool)
+            for lo, hi in intervals:
+                inside |= (values >= lo) & (values <= hi)
+            assert inside.all(), name
     assert samples[0]["frames"].shape == (32, 128, 128, 3)

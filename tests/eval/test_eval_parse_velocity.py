@@ -49,13 +49,13 @@ def test_alpha_parser_recovers_states_of_antialiased_videos(uniform_aa):
 
 
 def test_floors_of_both_parsers_and_renders(uniform_aa, uniform_paper):
-    # The paper's parser on the paper's rendering: ~0.04, the floor the authors' code gives
-    # at 128 px (SPEC); the sub-pixel parser on anti-aliased videos is ~10x lower.
+    # The paper's parser on the paper's rendering: ~0.05 per step, the floor the authors' code
+    # gives at 128 px (SPEC); the sub-pixel parser on exact-area discs is ~100x lower.
     paper = np.nanmean(_errors(uniform_paper, "threshold")["vel_error"])
     subpixel = np.nanmean(_errors(uniform_aa, "alpha")["vel_error"])
     assert 0.02 < paper < 0.07
-    assert subpixel < 0.01
-    assert subpixel < paper / 5
+    assert subpixel < 0.002
+    assert subpixel < paper / 20
 
 
 def test_velocity_error_measures_a_wrong_speed(uniform_aa):
@@ -136,16 +136,30 @@ def test_to_uint8_round_trips_training_pixels():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("render", "method", "low", "high"),
-    [("paper", "threshold", 0.03, 0.05), ("aa", "alpha", 0.002, 0.008)],
-)
-def test_gt_floor_of_a_1k_uniform_eval_set(render, method, low, high):
-    """The floor on 1,000 ID uniform-motion videos (128 px). The paper reports 0.0099; the
-    authors' own parser on their own 128 px rendering gives ~0.042 (SPEC), which is what the
-    paper's parser on the paper's rendering measures here; the sub-pixel parser on anti-aliased
-    videos is below the paper's number (docs/eval.md explains both)."""
-    samples = make_samples("uniform_eval_id.yaml", 1000, f"render={render}")
-    floor = float(np.nanmean(_errors(samples, method)["vel_error"]))
-    print(f"GT floor, {render} rendering, {method} parser: {floor:.4f}")
-    assert low < floor < high
+@pytest.mark.parametrize("scenario", ["uniform", "collision", "parabola"])
+def test_subpixel_floor_of_antialiased_videos_is_below_0_002(scenario):
+    """The per-step GT floor at 128 px, exact-area discs and the sub-pixel parser, on 300 ID
+    videos: <= 0.002 (issue 14's goal; ~0.0005 measured; the old clip(r + 0.5 - d) edge gave
+    0.0047 / 0.0054 / 0.0036), against the paper's parser on the paper's rendering (~0.05)."""
+    from eval.floors import DATA_CONFIGS, floors
+
+    aa = floors(DATA_CONFIGS / f"{scenario}_eval_id.yaml", 300, "render=aa")
+    print(f"{scenario} step floor, aa + alpha: {aa['alpha', 'step']:.5f}")
+    assert aa["alpha", "step"] <= 0.002
+    assert aa["threshold", "step"] > 10 * aa["alpha", "step"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("scenario", "published"), [("uniform", 0.0099), ("collision", 0.0117)])
+def test_paper_mode_reproduces_the_published_gt_floors(scenario, published):
+    """render=paper (the authors' pixel positions) + their threshold parser + their metric at
+    256 px on 300 ID videos: the paper's GT floor within 10%, almost all of it the v / W bias of
+    their scale mismatch; the same metric on our convention is 20x lower."""
+    from eval.floors import DATA_CONFIGS, floors
+
+    config = DATA_CONFIGS / f"{scenario}_eval_id.yaml"
+    paper = floors(config, 300, "render=paper", "resolution=256")["threshold", "paper"]
+    ours = floors(config, 100, "render=aa", "resolution=256")["threshold", "paper"]
+    print(f"{scenario} paper-mode GT floor {paper:.4f} (published {published}), ours {ours:.4f}")
+    assert abs(paper - published) <= 0.1 * published
+    assert ours < paper / 2
