@@ -12,12 +12,14 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from netns_cluster import netns_cluster
 
 import phyworld  # noqa: F401  (before streaming)
 
@@ -50,42 +52,84 @@ def train_args(data: Path, run: Path, steps: int, *overrides: str) -> list[str]:
     ]
 
 
-NODE_PROBE = r"""
-source "$1/slurm/lib.sh"
-phyworld_rendezvous
-touch "/dev/shm/pw-probe-$SLURM_PROCID"
-sleep 1  # until every task has touched its file
-echo "task=$SLURM_PROCID host=$(hostname) addr=$(getent hosts "$(hostname)" | cut -d' ' -f1)" \
-  "master=$MASTER_ADDR:$MASTER_PORT shm=$(ls /dev/shm | grep -c pw-probe)" \
-  "routes=$(ip -4 route | cut -d' ' -f1 | paste -sd,)"
-sleep 1
-rm "/dev/shm/pw-probe-$SLURM_PROCID"
+def subnet_k(cluster_dir: Path) -> str:
+    """K of the cluster's subnet 10.213.K.0/24 (netns_cluster.sh records it in net.env)."""
+    return re.search(r"K=(\d+)", (cluster_dir / "net.env").read_text()).group(1)
+
+
+@pytest.mark.slow
+def test_a_second_cluster_takes_another_subnet_and_leaves_nothing_behind(slurm_two_nodes) -> None:
+    """Clusters coexist (several test sessions on one machine): a second one takes a subnet of
+    its own, runs a job, and once stopped no namespace, link, address or route of it is left."""
+    with netns_cluster(nodes=1, cpus=1) as (env, cluster_dir):
+        k = subnet_k(cluster_dir)
+        assert k != subnet_k(slurm_two_nodes.dir)
+        ran = subprocess.run(["srun", "hostname"], env=env, capture_output=True, text=True)
+        assert ran.stdout.strip() == "node1", ran.stderr
+    left = subprocess.run(
+        "ip -o link; ip netns list; ip -4 addr; ip -4 route show table all",
+        shell=True, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert f"pw{k}-" not in left and f"10.213.{k}." not in left, left
+
+
+# One task of the probe: what it sees of its host, then a gloo all-gather over every task.
+PROBE = """
+import json, os, socket, subprocess
+import torch.distributed as dist
+from training.distributed import launcher_env
+
+shm = f"/dev/shm/pw-probe-{os.environ['SLURM_PROCID']}"
+open(shm, "w").close()
+launcher_env()
+dist.init_process_group("gloo")
+host = socket.gethostname()
+me = {
+    "host": host,
+    "addr": socket.gethostbyname(host),
+    "master": f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}",
+    "local_rank": os.environ["LOCAL_RANK"],
+    "routes": subprocess.run(["ip", "-4", "route"], capture_output=True, text=True)
+    .stdout.splitlines(),
+}
+everyone = [None] * dist.get_world_size()
+dist.all_gather_object(everyone, me)  # also a barrier: every task has made its /dev/shm file
+me["shm"] = sorted(f for f in os.listdir("/dev/shm") if f.startswith("pw-probe"))
+dist.barrier()
+os.remove(shm)
+with open(f"rank{dist.get_rank()}.json", "w") as f:
+    json.dump({"me": me, "everyone": everyone}, f)
+dist.destroy_process_group()
 """
 
 
 @pytest.mark.slow
 def test_each_node_is_a_host_of_its_own(slurm_two_nodes, tmp_path: Path) -> None:
-    """srun from the test process reaches both nodes; each has its own name, address and
-    /dev/shm, no route off the cluster's subnet, and lib.sh gives every task the first node's
-    address as MASTER_ADDR."""
-    probe = tmp_path / "probe.sh"
-    probe.write_text(NODE_PROBE)
-    out = slurm_two_nodes.run(
-        "srun", "--nodes=2", "--ntasks-per-node=2", "bash", str(probe), str(REPO), cwd=tmp_path
-    )
-    tasks = sorted(
-        (dict(re.findall(r"(\w+)=(\S+)", line)) for line in out.splitlines() if "task=" in line),
-        key=lambda t: int(t["task"]),
-    )
-    assert [t["host"] for t in tasks] == ["node1", "node1", "node2", "node2"], out  # block layout
-    addr = {t["host"]: t["addr"] for t in tasks}
+    """srun from the test process starts 2 tasks on each node, which find each other over gloo
+    through lib.sh's rendezvous (the first node's address). Each node has its own name, address
+    and /dev/shm, and no route off the cluster's subnet."""
+    (tmp_path / "probe.py").write_text(PROBE)
+    slurm_two_nodes.run(
+        "srun", "--nodes=2", "--ntasks-per-node=2", "bash", "-c",
+        f'source {REPO}/slurm/lib.sh && phyworld_rendezvous && exec "$0" probe.py',
+        sys.executable, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    tasks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(4)]
+    everyone = tasks[0]["everyone"]
+    assert all(t["everyone"] == everyone for t in tasks)  # the all-gather reached every task
+    assert [t["host"] for t in everyone] == ["node1", "node1", "node2", "node2"]  # block layout
+    assert [t["local_rank"] for t in everyone] == ["0", "1", "0", "1"]
+    addr = {t["host"]: t["addr"] for t in everyone}
     assert addr["node1"] != addr["node2"] and not ipaddress.ip_address(addr["node1"]).is_loopback
-    assert {t["routes"] for t in tasks} == {tasks[0]["routes"]}, out  # one route: the subnet
-    subnet = ipaddress.ip_network(tasks[0]["routes"])
-    assert all(ipaddress.ip_address(a) in subnet for a in addr.values()), out
-    (master,) = {t["master"] for t in tasks}  # one rendezvous for all tasks ...
-    assert master.split(":")[0] == addr["node1"], out  # ... at the first node's address
-    assert {t["shm"] for t in tasks} == {"2"}, out  # a node sees only its own tasks' /dev/shm
+    assert {t["master"].split(":")[0] for t in everyone} == {addr["node1"]}
+    # one route, the cluster's subnet: nothing else is reachable from a node
+    assert all(len(t["routes"]) == 1 for t in everyone), everyone
+    subnet = ipaddress.ip_network(everyone[0]["routes"][0].split()[0])
+    assert all(ipaddress.ip_address(a) in subnet for a in addr.values())
+    # a node sees its own tasks' files in /dev/shm, not the other node's
+    for t in tasks:
+        local = [r for r, o in enumerate(everyone) if o["host"] == t["me"]["host"]]
+        assert t["me"]["shm"] == [f"pw-probe-{r}" for r in local], t
 
 
 @pytest.fixture(scope="module")
