@@ -172,7 +172,7 @@ start() {
   rm -rf "$DIR/state" "$DIR/log" "$DIR/run" "$DIR/munge"
   mkdir -p "$DIR/etc" "$DIR/state/ctld" "$DIR/state/d" "$DIR/log" "$DIR/run"
   chmod 755 "$DIR" # munged needs every directory above its socket traversable
-  trap 'log "start failed"; tail -n 20 "$DIR"/log/*.log >&2 || true; stop' ERR
+  trap 'trap - ERR; log "start failed"; tail -n 20 "$DIR"/log/*.log >&2 || true; stop' ERR
 
   # munge: own key, socket and pid file under $DIR
   local m=$DIR/munge
@@ -188,6 +188,7 @@ start() {
   # A free subnet, taken under a machine-wide lock: once the bridge holds its address, the next
   # cluster sees the subnet in use.
   local k="" lock=/run/lock/phyworld-netns-cluster.lock
+  mkdir -p /run/lock
   exec {lockfd}>"$lock"
   flock -w 60 "$lockfd"
   for k in $(seq 1 254) none; do

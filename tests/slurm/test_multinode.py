@@ -1,6 +1,7 @@
 """Multi-node jobs on a real two-node Slurm cluster: each node its own network namespace, hostname
 and address (tests/slurm/netns_cluster.sh). The real scripts, tiny CPU overrides:
-- every task finds the first node's address through slurm/lib.sh's rendezvous;
+- tasks on both nodes find each other over gloo through slurm/lib.sh's rendezvous, each node a
+  host of its own; a second cluster beside the first takes another subnet, leaves nothing behind;
 - slurm/datagen.sh's array spreads over both nodes and still writes one complete dataset;
 - slurm/train_s.sh on 2 nodes (one task each, gloo between the hosts), preempted twice, ends with
   weights bit-identical to an uninterrupted 2-node run;
@@ -27,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 TRAIN = str(REPO / "slurm" / "train_s.sh")
 STEP_LINE = re.compile(r"^step\s+(\d+) \|", re.M)
 # Steps of the preempted run: enough that neither stop lands after the end, as the job trains on
-# while Slurm decides to preempt it (~0.7 s, 10+ steps of this tiny model on a busy machine).
+# while Slurm decides to preempt it (seen: 5 to 28 steps of this tiny model on a busy machine).
 MAX_STEPS = 80
 # train_s.sh asks for 4 nodes x 8 GPUs: two one-task CPU nodes instead.
 TWO_NODES = ["--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=1", "--gpus-per-node=0"]
@@ -190,22 +191,29 @@ def test_two_node_training_preempted_twice_is_bit_identical(
     data, env = dataset[0], job_env(tmp_path)
     straight, preempted = tmp_path / "straight", tmp_path / "preempted"
     every = "checkpoint.every_steps=1000"  # checkpoints only when stopped and at the end
-    # The reference runs in `high`, which nothing preempts, beside the job (1 CPU per node each).
-    ref = slurm_two_nodes.submit(
-        "--partition=high", *TWO_NODES, TRAIN, *train_args(data, straight, MAX_STEPS, every), **env
-    )
     job = slurm_two_nodes.submit(
         *TWO_NODES, TRAIN, *train_args(data, preempted, MAX_STEPS, every), **env
     )
     log_path = tmp_path / "logs" / f"phyworld-train-s-{job}.out"
 
-    # 1: a high-priority one-CPU job on node2, which the two training jobs fill: Slurm preempts
-    #    the preemptable one (the whole 2-node job), which must checkpoint and come back.
+    # 1: a high-priority job that wants all of node2: Slurm preempts the 2-node job (its user
+    #    signal, USR1, to the batch shell), which must checkpoint and come back.
     wait_for_step(log_path, attempt=0, at_least=3)
     preemptor = slurm_two_nodes.submit(
-        "--partition=high", "--nodelist=node2", "--ntasks=1", "--cpus-per-task=1",
+        "--partition=high", "--nodelist=node2", "--exclusive",
         f"--output={tmp_path / 'preemptor.out'}", "--wrap=hostname", **env,
     )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while int((info := slurm_two_nodes.job(job)).get("Restarts", 0)) == 0:
+        assert info.get("JobState") != "COMPLETED", "trained to the end before Slurm preempted it"
+        assert time.monotonic() < deadline, f"job {job} was not preempted: {log_path.read_text()}"
+        time.sleep(0.2)
+    # The uninterrupted reference, beside the rest of the job (1 CPU per node each). Only now:
+    # earlier, it could have taken the CPU of node2 that decides whether the job is preempted.
+    # In `high`, which nothing preempts.
+    ref = slurm_two_nodes.submit(
+        "--partition=high", *TWO_NODES, TRAIN, *train_args(data, straight, MAX_STEPS, every), **env
+    )
     # 2: once the job runs again and has trained on, an outside requeue (SIGTERM to every task).
     wait_for_step(log_path, attempt=1, at_least=max(attempts(log_path.read_text())[0]) + 3)
     slurm_two_nodes.run("scontrol", "requeue", str(job))
