@@ -28,8 +28,9 @@ REPO = Path(__file__).resolve().parents[2]
 TRAIN = str(REPO / "slurm" / "train_s.sh")
 STEP_LINE = re.compile(r"^step\s+(\d+) \|", re.M)
 # Steps of the preempted run: enough that neither stop lands after the end, as the job trains on
-# while Slurm decides to preempt it (seen: 5 to 28 steps of this tiny model on a busy machine).
-MAX_STEPS = 80
+# while the signal travels (seen: 0.2 to 1.2 s, 5 to 28 steps of ~45 ms on a busy machine; an
+# idle one steps faster). The steps are cheap next to the job's start-up.
+MAX_STEPS = 200
 # train_s.sh asks for 4 nodes x 8 GPUs: two one-task CPU nodes instead.
 TWO_NODES = ["--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=1", "--gpus-per-node=0"]
 
