@@ -204,17 +204,15 @@ start() {
   flock -u "$lockfd"
   exec {lockfd}>&-
 
-  local ns nodes="" i
+  local i nodes="" mem_mb
   {
     echo "127.0.0.1 localhost"
     echo "$PREFIX.$k.2 ctl"
     for i in $(seq "$NNODES"); do echo "$PREFIX.$k.$((10 + i)) node$i"; done
   } >"$DIR/etc/hosts"
-  local mem_mb
   # RealMemory above what slurmd detects drains a node (config_overrides skips that check, but
   # keep the claim honest): the nodes share this machine's memory.
   mem_mb=$(($(awk '/^MemTotal:/{print $2}' /proc/meminfo) / 1024 / 2 / NNODES))
-  nodes=""
   for i in $(seq "$NNODES"); do
     nodes="${nodes}NodeName=node$i NodeAddr=$PREFIX.$k.$((10 + i)) CPUs=$CPUS RealMemory=$mem_mb State=UNKNOWN"$'\n'
   done
@@ -240,8 +238,6 @@ SlurmctldDebug=info
 SlurmdDebug=info
 # the nodes declare CPUs=$CPUS whatever this machine has
 SlurmdParameters=config_overrides
-# no GPUs here, but the scripts ask for them (--gpus-per-node=0 overrides): the type must exist
-GresTypes=gpu
 MailProg=/bin/true
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
