@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from netns_cluster import netns_cluster
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_SH = Path(__file__).resolve().parent / "cluster.sh"
@@ -122,3 +123,11 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
     finally:
         subprocess.run(["bash", str(CLUSTER_SH), "stop"], env=env, capture_output=True, timeout=120)
         shutil.rmtree(cluster_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def slurm_two_nodes() -> Iterator[SlurmCluster]:
+    """A second cluster: nodes `node1` and `node2`, each slurmd in network and UTS namespaces of
+    its own (tests/slurm/netns_cluster.py), for multi-node jobs; started once, stopped at the end."""
+    with netns_cluster(nodes=2, cpus=2) as (env, cluster_dir):
+        yield SlurmCluster(env=env, dir=cluster_dir)
