@@ -76,7 +76,8 @@ def part_done(root: str, k: int, config_yaml: str) -> bool:
     return done is not None and done.get("config_sha256") == config_sha256(config_yaml)
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | Path) -> str:
+    """The sha256 of a local file, read 1 MiB at a time."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -118,7 +119,7 @@ class PartWriter:
         """Finish the MDS files, write DONE (count, sizes, checksums) last, move into place."""
         self.writer.finish()
         shards = {
-            p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+            p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
             for p in sorted(self.mds.iterdir())
             if p.name != INDEX
         }
@@ -127,7 +128,7 @@ class PartWriter:
             "config_sha256": self.config_sha256,
             "first_index": self.first_index,
             "count": self.count,
-            "index_sha256": _sha256(self.mds / INDEX),
+            "index_sha256": sha256_file(self.mds / INDEX),
             "shards": shards,
         }
         done_bytes = json.dumps(done, sort_keys=True, indent=1).encode()
@@ -378,17 +379,29 @@ def _file_sizes(root: str) -> dict[str, int]:
     }
 
 
+def shard_error(root: str, name: str) -> DatasetError:
+    """The error for a shard of ROOT whose bytes differ from its sha256 in the manifest."""
+    return DatasetError(
+        f"shard {name} of {root} does not match its sha256 in {MANIFEST}: the file is corrupt "
+        f"(changed on disk or in transit). Regenerate the dataset (`python -m datagen CONFIG "
+        f"overwrite=true`) or copy it again from a good copy"
+    )
+
+
 def iter_samples(root: str, verify: bool = True) -> Iterator[dict[str, Any]]:
     """Every sample of ROOT in index order, as dicts of numpy arrays / str / JSON objects.
 
     `frames` is (T, H, W, 3) uint8. Works for local and s3:// roots (shards are read whole).
+    `verify`: the dataset must match its manifest, and each shard its sha256 before it is decoded.
     """
-    if verify:
-        verify_manifest(root)
+    manifest = verify_manifest(root) if verify else None
     index = json.loads(storage.read_bytes(storage.join(root, INDEX)))
     for shard in index["shards"]:
         reader = MDSReader.from_json("", None, shard)
-        data = storage.read_bytes(storage.join(root, shard["raw_data"]["basename"]))
+        name = shard["raw_data"]["basename"]
+        data = storage.read_bytes(storage.join(root, name))
+        if manifest and hashlib.sha256(data).hexdigest() != manifest["shards"][name]["sha256"]:
+            raise shard_error(root, name)
         n = int(np.frombuffer(data, np.uint32, 1)[0])
         offsets = np.frombuffer(data, np.uint32, n + 1, offset=4)
         for i in range(n):

@@ -16,7 +16,6 @@ is simply resubmitted.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -66,7 +65,7 @@ class LatentPartWriter:
         self, root: str, k: int, columns: dict[str, str], size_limit: int, config_yaml: str
     ) -> None:
         self.root, self.k, self.count = root, k, 0
-        self.config_sha256 = shards.config_sha256(config_yaml)
+        self.config_sha256 = shards.configshards.sha256_file(config_yaml)
         base = Path(root, "parts") if not storage.is_remote(root) else None
         if base is not None:
             base.mkdir(parents=True, exist_ok=True)
@@ -86,8 +85,10 @@ class LatentPartWriter:
             "config_sha256": self.config_sha256,
             "first_index": self.k,
             "count": self.count,
-            "index_sha256": _sha256(mds / shards.INDEX),
-            "shards": {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files},
+            "index_sha256": shards.sha256_file(mds / shards.INDEX),
+            "shards": {
+                p.name: {"bytes": p.stat().st_size, "sha256": shards.sha256_file(p)} for p in files
+            },
         }
         done_bytes = json.dumps(done, sort_keys=True, indent=1).encode()
         dest = shards.part_url(self.root, self.k)
@@ -103,10 +104,6 @@ class LatentPartWriter:
 
     def abort(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def latent_columns(dtype: str) -> dict[str, str]:

@@ -1,12 +1,15 @@
-"""Nothing but a dataset's own files is ever deleted, and a dataset never mixes parts of two configs.
+"""Nothing but a dataset's own files is ever deleted, a dataset never mixes parts of two configs,
+and readers refuse a corrupt shard by name.
 
 `overwrite=true` deletes only what datagen wrote (locally and on the S3 server), never at a bucket
-root, `/` or a home directory; parts record the config that made them and the merge uses no other.
+root, `/` or a home directory; parts record the config that made them and the merge uses no other;
+`iter_samples` (and eval's reader on it) checks each shard's sha256 before decoding it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from pathlib import Path
 
@@ -132,3 +135,26 @@ def test_overwrite_with_workers_never_merges_parts_of_another_config(tmp_path, w
     fresh = str(tmp_path / "fresh")
     run(cfg_of(f"output={fresh}", "seed=1", f"name={Path(out).name}"))
     assert tree(out) == tree(fresh)
+
+
+def flip_bytes(data: bytes) -> bytes:
+    """The same size with 64 bytes inverted mid-file: only a checksum tells."""
+    mid = len(data) // 2
+    return data[:mid] + bytes(b ^ 0xFF for b in data[mid : mid + 64]) + data[mid + 64 :]
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_readers_name_a_corrupt_shard(tmp_path, where, request):
+    from eval.samples import iter_batches
+
+    out = str(tmp_path / "u") if where == "local" else request.getfixturevalue("s3_url")
+    run(cfg_of(f"output={out}"))
+    name = "parts/part_00001/shard.00000.mds"
+    url = storage.join(out, name)
+    storage.write_bytes(url, flip_bytes(storage.read_bytes(url)))
+    verify_manifest(out)  # sizes and index still match: only the checksum can tell
+    message = rf"shard {re.escape(f'{name} of {out}')} does not match its sha256 in manifest.*Regen"
+    with pytest.raises(DatasetError, match=message):
+        list(iter_samples(out))
+    with pytest.raises(DatasetError, match=message):  # eval's reader
+        list(iter_batches(out, 2))
