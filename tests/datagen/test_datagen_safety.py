@@ -9,7 +9,10 @@ root, `/` or a home directory; parts record the config that made them and the me
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -22,7 +25,8 @@ from datagen.shards import DatasetError, delete_dataset_files, iter_samples, ver
 from phyworld import storage
 from phyworld.config import load_config
 
-CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "data" / "uniform_30k.yaml")
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = str(REPO / "configs" / "data" / "uniform_30k.yaml")
 SMALL = ["resolution=16", "frames=4", "grid.v=4", "grid.r=2", "part_size=2", "progress=false"]
 
 
@@ -57,6 +61,18 @@ def test_a_directory_of_other_files_is_never_written_or_deleted(tmp_path, capsys
         assert code == 2 and "holds files that are not part of a phyworld dataset" in err, err
         assert all(f in err for f in ("notes.txt", "src/model.py", "scratch", "another output"))
         assert tree(str(out)) == before
+
+
+def test_slurm_script_refuses_a_foreign_output_before_submitting(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    env = {**os.environ, "PHYWORLD_PYTHON": sys.executable, "PYTHONPATH": str(REPO)}
+    env["PHYWORLD_SITE"] = str(tmp_path / "no-site.sh")  # no site settings, no sbatch reached
+    result = subprocess.run(
+        ["bash", str(REPO / "slurm" / "datagen.sh"), CONFIG, f"output={tmp_path}", "overwrite=true"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0 and "notes.txt" in result.stderr, result.stderr
+    assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
 def test_overwrite_deletes_only_the_dataset_files(tmp_path, capsys):
