@@ -65,7 +65,7 @@ class LatentPartWriter:
         self, root: str, k: int, columns: dict[str, str], size_limit: int, config_yaml: str
     ) -> None:
         self.root, self.k, self.count = root, k, 0
-        self.config_sha256 = shards.configshards.sha256_file(config_yaml)
+        self.config_sha256 = shards.config_sha256(config_yaml)
         base = Path(root, "parts") if not storage.is_remote(root) else None
         if base is not None:
             base.mkdir(parents=True, exist_ok=True)
