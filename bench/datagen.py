@@ -70,7 +70,7 @@ def ours(scenario: str, n: int, resolution: int, tmp: str) -> dict[str, float]:
     idx = indices(plan, n)
     make_samples(plan, idx[:2])  # warm caches (imports, grids, compiled kernels)
     start, cpu = time.perf_counter(), cpu_seconds()
-    writer = PartWriter(out, 0, 0, 1 << 26)
+    writer = PartWriter(out, 0, 0, 1 << 26, plan.config_yaml)
     for lo in range(0, n, BATCH):
         for sample in make_samples(plan, idx[lo : lo + BATCH]):
             writer.write(sample)

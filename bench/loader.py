@@ -11,6 +11,9 @@ timing from the first batch on (worker start-up is printed apart).
 The baseline, computed in the same run: samples/s one GPU consumes training DiT-S on these
 videos, model FLOPs per sample (training.metrics) / (peak TFLOP/s x MFU). The ratio printed is
 worker throughput / GPU demand; its inverse is how many workers one GPU needs.
+
+Also the cost of the loader's shard checksums (sha256 of each shard once, against manifest.json),
+per sample, as a fraction of one worker's time per sample measured in the same run.
 """
 
 from __future__ import annotations
@@ -103,6 +106,17 @@ def samples_per_s(
     return (n - args.batch) / elapsed, first
 
 
+def checksum_s_per_sample(root: str, count: int) -> float:
+    """Seconds per sample to sha256 every shard of a local dataset once (what the loader checks)."""
+    from datagen import shards
+
+    names = list(shards.read_manifest(root)["shards"])
+    start = time.perf_counter()
+    for name in names:
+        shards.sha256_file(Path(root, name))
+    return (time.perf_counter() - start) / count
+
+
 def gpu_demand(args: argparse.Namespace) -> tuple[float, float]:
     """(samples/s one GPU consumes at DiT-S, FLOPs per sample) for these videos."""
     size = DIT_CONFIGS["S"]
@@ -146,9 +160,11 @@ def main() -> None:
                 "| workers per GPU |"
             )
             print("|---|---|---|---|---|---|---|")
+            per_worker = {}
             for source, path in (("local", local), ("s3", remote)):
                 for workers in [int(w) for w in args.workers.split(",")]:
                     rate, first = samples_per_s(path, workers, args, scratch)
+                    per_worker[source, workers] = rate / max(1, workers)
                     per = rate / max(1, workers)
                     print(
                         f"| {source} | {workers} | {first:.1f} | {rate:.0f} | {per:.0f} | "
@@ -156,6 +172,12 @@ def main() -> None:
                         f"{math.ceil(demand / per)} |",
                         flush=True,
                     )
+            check = checksum_s_per_sample(local, args.count)
+            worker = 1 / per_worker["local", int(args.workers.split(",")[0])]
+            print(
+                f"checksums: sha256 of every shard once = {check * 1e6:.1f} us/sample, "
+                f"x{check / worker:.4f} of a worker's {worker * 1e3:.2f} ms/sample (local)"
+            )
     finally:
         s3.terminate()
         s3.wait(timeout=10)

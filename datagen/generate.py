@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -207,23 +208,31 @@ def worker_identity(cfg: DatagenConfig) -> tuple[int, int]:
 
 
 def _prepare_root(plan: Plan, k: int, n: int) -> None:
-    """Refuse a complete or different dataset (unless overwrite), then record the config."""
+    """Refuse a root holding other files, a complete dataset or one of a different config
+    (unless overwrite: then delete the dataset's files), then record the config."""
     cfg, root = plan.cfg, plan.cfg.output
     storage.check_reachable(root)
+    if cfg.overwrite:
+        shards.check_deletable(root)  # before listing: a bucket or `/` is refused as such
+    existing = shards.dataset_files(root)
     config_url = storage.join(root, shards.CONFIG)
-    complete = storage.exists(storage.join(root, shards.MANIFEST))
     if cfg.overwrite:
         if cfg.mode == "all" and n == 1:
-            storage.remove(root)  # one process makes everything: start from nothing
+            stale = existing  # one process makes everything: start from nothing
         else:  # a job array: each worker clears the dataset files and redoes its own parts
-            for name in (shards.MANIFEST, shards.INDEX, shards.CONFIG):
-                storage.remove(storage.join(root, name))
-    elif complete:
+            stale = [
+                name
+                for name in existing
+                if name in (shards.MANIFEST, shards.INDEX, shards.CONFIG)
+                or _part_of(name) >= plan.num_parts  # of an earlier, larger dataset
+            ]
+        shards.delete_dataset_files(root, stale)
+    elif shards.MANIFEST in existing:
         raise DatagenConfigError(
             f"{root} already holds a complete dataset; pass overwrite=true to regenerate it, or "
             f"choose another output"
         )
-    elif storage.exists(config_url) and storage.read_text(config_url) != plan.config_yaml:
+    elif shards.CONFIG in existing and storage.read_text(config_url) != plan.config_yaml:
         raise DatagenConfigError(
             f"{root} holds parts of a dataset made with a different config; pass overwrite=true "
             f"to replace it, or choose another output"
@@ -232,11 +241,17 @@ def _prepare_root(plan: Plan, k: int, n: int) -> None:
     shards.clean_stale_temps(root, range(k, plan.num_parts, n))
 
 
+def _part_of(name: str) -> int:
+    """K of a file under parts/part_K/ (-1 for other files)."""
+    match = re.match(r"parts/part_(\d+)/", name)
+    return int(match[1]) if match else -1
+
+
 def generate_parts(plan: Plan, k: int, n: int) -> dict[str, float]:
     """Make this worker's unfinished parts; returns counts, bytes and time for the summary."""
     cfg, root = plan.cfg, plan.cfg.output
     mine = range(k, plan.num_parts, n)
-    todo = [p for p in mine if cfg.overwrite or not shards.part_done(root, p)]
+    todo = [p for p in mine if cfg.overwrite or not shards.part_done(root, p, plan.config_yaml)]
     total = sum(len(plan.part_range(p)) for p in todo)
     skipped = len(mine) - len(todo)
     if skipped:
@@ -245,7 +260,7 @@ def generate_parts(plan: Plan, k: int, n: int) -> dict[str, float]:
     with tqdm(total=total, desc=f"worker {k}/{n}", unit="video", disable=not cfg.progress) as bar:
         for p in todo:
             idx = plan.part_range(p)
-            writer = shards.PartWriter(root, p, idx.start, cfg.shard_size_limit)
+            writer = shards.PartWriter(root, p, idx.start, cfg.shard_size_limit, plan.config_yaml)
             try:
                 for lo in range(0, len(idx), BATCH):
                     batch = idx[lo : lo + BATCH]
@@ -276,9 +291,16 @@ def run(cfg: DatagenConfig) -> dict[str, Any]:
             file=sys.stderr,
         )
         summary.update(stats)
-    if cfg.mode == "merge" or (
-        cfg.mode == "all" and all(shards.part_done(cfg.output, p) for p in range(plan.num_parts))
-    ):
+    finished = cfg.mode == "all" and all(
+        shards.part_done(cfg.output, p, plan.config_yaml) for p in range(plan.num_parts)
+    )
+    if cfg.mode == "all" and not finished:
+        print(
+            f"worker {k}/{n}: other workers' parts are not finished (or were made with another "
+            f"config): the last worker to finish merges",
+            file=sys.stderr,
+        )
+    if cfg.mode == "merge" or finished:
         if cfg.mode == "merge":
             storage.check_reachable(cfg.output)
             url = storage.join(cfg.output, shards.CONFIG)

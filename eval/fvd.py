@@ -21,7 +21,6 @@ import io
 import os
 import pickle
 import sys
-import tempfile
 import urllib.request
 from collections import OrderedDict
 from pathlib import Path
@@ -30,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from phyworld import storage
 
 MIN_FRAMES = 9  # fewer frames leave no time step at I3D's logits
 FEATURE_DIM = 400
@@ -102,7 +103,7 @@ def _download(url: str, dest: Path, sha256: str) -> None:
             f"refusing to download {url} without a sha256 pin; set the sha256 setting"
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".")
+    fd, tmp = storage.new_temp_file(dest)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             while block := response.read(1 << 20):

@@ -1,17 +1,19 @@
 """Local paths and `s3://bucket/key` URLs behind one small API, with atomic writes.
 
 Local writes go to a temporary file in the same directory, are fsynced, then renamed into place,
-so a crash leaves either the old file or the new one, never half of one. An S3 PUT is atomic by
-itself (an object is visible whole or not at all). S3 endpoints other than AWS (MinIO, Ceph, a
-test server) are reached through the `S3_ENDPOINT_URL` environment variable, the same one
-mosaicml-streaming reads; credentials come from the usual AWS variables or files.
+so a crash leaves either the old file or the new one, never half of one. Files get the mode the
+user's umask gives (0644 under umask 022), as `open()` would, so teammates can read shared
+datasets and runs. An S3 PUT is atomic by itself (an object is visible whole or not at all).
+S3 endpoints other than AWS (MinIO, Ceph, a test server) are reached through the
+`S3_ENDPOINT_URL` environment variable, the same one mosaicml-streaming reads; credentials come
+from the usual AWS variables or files.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
-import tempfile
 from functools import cache
 from pathlib import Path
 
@@ -121,7 +123,7 @@ def write_bytes(url: str | Path, data: bytes) -> None:
         return
     path = Path(url)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp")
+    fd, tmp = new_temp_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -132,6 +134,17 @@ def write_bytes(url: str | Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_path(path.parent)
+
+
+def new_temp_file(path: Path) -> tuple[int, str]:
+    """A new, empty temporary file beside `path` to rename onto it: (fd, name). Its mode is 0666
+    minus the umask, as `open()` gives (`tempfile.mkstemp` makes 0600: unreadable by the team)."""
+    while True:
+        tmp = str(path.with_name(f".{path.name}.tmp{secrets.token_hex(4)}"))
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
 
 
 def write_text(url: str, text: str) -> None:

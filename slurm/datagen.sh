@@ -57,13 +57,17 @@ shift
 "$PHYWORLD_PYTHON" -c 'import sys
 from datagen.config import DatagenConfig
 from datagen.generate import make_plan
+from datagen.shards import DatasetError, check_deletable, dataset_files
 from phyworld.config import ConfigError, load_config
 from phyworld import storage
 try:
     cfg = load_config(DatagenConfig, sys.argv[1:])
     plan = make_plan(cfg)
     storage.check_reachable(cfg.output)
-except (ConfigError, OSError) as err:
+    if cfg.overwrite:
+        check_deletable(cfg.output)
+    dataset_files(cfg.output)  # an output holding other files is refused here, not in N jobs
+except (ConfigError, OSError, DatasetError) as err:
     sys.exit(f"datagen: error: {err}")
 print(f"{cfg.output}: {plan.count} videos in {plan.num_parts} parts", file=sys.stderr)' "$config" "$@"
 

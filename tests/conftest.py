@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 
 import pytest
-from harness import free_port
+from harness import start_moto
 
 S3_BUCKET = "phyworld-test"
 
@@ -25,26 +22,8 @@ S3_BUCKET = "phyworld-test"
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """Endpoint URL of a running moto S3 server with bucket `phyworld-test` created."""
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(
-                    f"moto server did not start on port {port}; see {log.name}"
-                ) from None
-            time.sleep(0.2)
+    proc, endpoint = start_moto(log)
     env = {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",

@@ -11,7 +11,10 @@ import os
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
+from typing import IO
 
 import phyworld  # noqa: F401  (before streaming)
 
@@ -34,8 +37,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_dataset(root: Path | str, count: int = 64, frames: int = 8, resolution: int = 32) -> Path:
-    """A small uniform-motion dataset made by `python -m datagen` (MDS + manifest)."""
+def start_moto(log: IO[bytes]) -> tuple[subprocess.Popen, str]:
+    """A moto S3 server on a free port of 127.0.0.1, logging to `log`: (process, endpoint URL)."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
+            return proc, endpoint
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(
+                    f"moto server did not start on port {port}; see {log.name}"
+                ) from None
+            time.sleep(0.2)
+
+
+def make_dataset(
+    root: Path | str, count: int = 64, frames: int = 8, resolution: int = 32, *extra: str
+) -> Path:
+    """A small uniform-motion dataset made by `python -m datagen` (MDS + manifest); `extra`:
+    more overrides (`part_size=8`: a shard per 8 videos)."""
     from datagen.__main__ import main as datagen
 
     args = [
@@ -44,6 +70,7 @@ def make_dataset(root: Path | str, count: int = 64, frames: int = 8, resolution:
         "sampling=random",
     ]
     args += [f"count={count}", f"frames={frames}", f"resolution={resolution}", "progress=false"]
+    args += extra
     assert datagen(args) == 0
     return Path(root)
 
@@ -59,17 +86,20 @@ def train_env() -> dict[str, str]:
 
 
 def run_training(
-    args: list[str], nproc: int = 1, timeout: float = 600, check: bool = True
+    args: list[str],
+    nproc: int = 1,
+    timeout: float = 600,
+    check: bool = True,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    """`python -m training ARGS` (nproc 1) or torchrun with `nproc` processes; with `check`, a
-    failed run fails the test with the end of its output."""
+    """`python -m training ARGS` (nproc 1) or torchrun with `nproc` processes, in `train_env()`
+    updated with `env`; with `check`, a failed run fails the test with the end of its output."""
     cmd = [sys.executable, "-m", "training", *args]
     if nproc > 1:
         launcher = ["-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
         cmd = [sys.executable, *launcher, f"--master_port={free_port()}", *cmd[1:]]
-    result = subprocess.run(
-        cmd, env=train_env(), cwd=REPO, capture_output=True, text=True, timeout=timeout
-    )
+    env = {**train_env(), **(env or {})}
+    result = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(
             f"training failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"

@@ -61,7 +61,14 @@ class DataConfig:
     shuffle: bool = True
     shuffle_seed: int = 0
     cache_dir: str = ""  # local cache for remote datasets; default: a temp dir per run
+    # Check the dataset against manifest.json: index and sizes at start, each shard's sha256 when
+    # it is downloaded (remote) or first read (local).
     verify_manifest: bool = True
+    # Remote datasets: a failed download (connection, timeout, 5xx) is retried with backoff for
+    # this long, then the run stops (requeued under Slurm). Keep it well below
+    # parallel.collective_timeout_s: the other ranks wait for this one meanwhile.
+    download_retry_s: float = 300.0
+    download_timeout_s: float = 60.0  # per attempt (streaming's download_timeout)
 
 
 @dataclass

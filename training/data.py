@@ -9,15 +9,27 @@ A batch is `{"video": (B, 3, T, H, W) uint8}` at the stored resolution for `kind
 trainer makes floats in [-1, 1] at `data.resolution` on its device: `to_unit_range`), or
 `{"latents": (B, C, T, h, w)}` for `kind: latents` (datasets whose `latents` column holds
 `(C, T, h, w)` arrays already encoded by the frozen autoencoder).
+
+Trust and outages: every shard is checked against the dataset's manifest.json (sha256) once,
+before anything decodes it: when it is downloaded into the cache (remote datasets; once per node)
+or when this process first reads it (local ones). A download that fails for a transient reason
+(connection refused or reset, timeout, 5xx, throttling) is retried with exponential backoff for
+`data.download_retry_s`; then `StorageUnavailable` names the shard and the endpoint, and the
+trainer asks Slurm to requeue the job (the run resumes from its last checkpoint).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import random
 import signal
+import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -27,15 +39,33 @@ import torch.nn.functional as F
 import phyworld  # noqa: F401  (makes `import streaming` safe: must come first)
 
 # isort: split
-from streaming import StreamingDataLoader, StreamingDataset
+from streaming import Stream, StreamingDataLoader, StreamingDataset
+from streaming.base.dataset import _ShardState
+from streaming.base.format.base.reader import Reader
 from streaming.base.util import clean_stale_shared_memory
 
-from datagen import schema  # registers the `video_zstd` frames encoding (in loader workers too)
+# `schema` registers the `video_zstd` frames encoding (in loader workers too)
+from datagen import schema, shards
 from training.config import DataConfig
+
+T = TypeVar("T")
 
 
 class DataError(ValueError):
     """A dataset that cannot be trained on; the message says why and what to do."""
+
+    def __init__(self, message: str) -> None:
+        # Raised in a loader worker, it reaches the trainer rebuilt from "Caught DataError in
+        # DataLoader worker process N.\nOriginal Traceback ...\nmodule.DataError: MESSAGE" (see
+        # torch's ExceptionWrapper): keep only the message.
+        if message.startswith("Caught ") and "\nOriginal Traceback" in message:
+            message = message.rsplit(f"{type(self).__module__}.{type(self).__qualname__}: ", 1)[-1]
+        super().__init__(message.strip())
+
+
+class StorageUnavailable(DataError):
+    """The object store stayed unreachable for `data.download_retry_s`: the run stops to be
+    requeued (training.__main__), not failed; the message names the file and the endpoint."""
 
 
 def decode_frames(value: Any) -> np.ndarray:
@@ -74,12 +104,149 @@ def video_tensor(frames: np.ndarray, num_frames: int, resolution: int) -> torch.
     return to_unit_range(video_uint8(frames, num_frames)[None], resolution)[0]
 
 
+def endpoint() -> str:
+    """The S3 endpoint downloads go to (for messages)."""
+    return os.environ.get("S3_ENDPOINT_URL") or "AWS S3"
+
+
+def _transient(err: BaseException) -> bool:
+    """Whether a failed request may succeed if retried: network errors, timeouts, 5xx and
+    throttling, not a missing object, denied access or a corrupt file."""
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(err, ClientError):
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        code = err.response.get("Error", {}).get("Code", "")
+        return status >= 500 or status in (408, 429) or code in ("SlowDown", "Throttling")
+    return isinstance(err, BotoCoreError | Boto3Error | ConnectionError | TimeoutError)
+
+
+def retrying(fetch: Callable[[], T], what: str, retry_s: float) -> T:
+    """`fetch()`, retried with exponential backoff (1, 2, 4 ... 30 s, each x0.5-1.5) while it fails
+    for a transient reason; after `retry_s` seconds of that, `StorageUnavailable` naming `what`."""
+    jitter = random.Random()  # not the global generator: training's random state stays as seeded
+    start, delay = time.monotonic(), 1.0
+    while True:
+        try:
+            return fetch()
+        except Exception as err:
+            waited = time.monotonic() - start
+            if not _transient(err):
+                raise
+            if waited + delay > retry_s:
+                raise StorageUnavailable(
+                    f"cannot download {what} from the S3 endpoint {endpoint()}: still failing "
+                    f"after {waited:.0f} s of retries (data.download_retry_s={retry_s:g}): "
+                    f"{type(err).__name__}: {str(err).rstrip('.')}. Under Slurm the job is "
+                    f"requeued and resumes from its last checkpoint; otherwise run the same "
+                    f"command again once the store is back"
+                ) from None
+            pause = delay * (0.5 + jitter.random())
+            print(
+                f"[rank {os.environ.get('RANK', 0)}] download of {what} failed "
+                f"({type(err).__name__}: {err}); retrying in {pause:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+            time.sleep(pause)
+            delay = min(2 * delay, 30.0)
+
+
+class VerifiedStream(Stream):
+    """A dataset root as streaming reads it, whose downloads retry (`retrying`) and are checked
+    against the manifest's sha256 before streaming may read them.
+
+    `sha256`: index basename -> digest (index.json and every shard); empty to check nothing.
+    """
+
+    def __init__(self, *, sha256: dict[str, str], retry_s: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sha256, self.retry_s = sha256, retry_s
+
+    def _download_file(self, from_basename: str, to_basename: str | None = None) -> str:
+        local = os.path.join(self.local, self.split, to_basename or from_basename)
+        if self.remote is None or os.path.exists(local):
+            return local
+        remote = os.path.join(self.remote, self.split, from_basename)
+        unverified = local + ".unverified"
+
+        def fetch() -> None:
+            try:
+                self._downloader.download(remote, unverified, self.download_timeout)
+            except Exception:
+                self._downloader.clean_up()  # a new client, not a pool of broken connections
+                raise
+
+        retrying(fetch, f"{from_basename} of {self.remote}", self.retry_s)
+        self.check(unverified, from_basename)
+        os.replace(unverified, local)  # only checked files are where streaming reads
+        return local
+
+    def check(self, path: str, basename: str) -> None:
+        """`DataError` naming the shard and the fix if the file at `path` is not the one the
+        manifest recorded (the file is deleted if it is a download)."""
+        expected = self.sha256.get(basename)
+        if expected is None or shards.sha256_file(path) == expected:
+            return
+        if path.endswith(".unverified"):
+            os.unlink(path)
+        raise DataError(str(shards.shard_error(self.remote or self.local, basename)))
+
+    def check_local(self, shard: Reader) -> None:
+        """Check a shard of a local dataset (remote ones were checked when downloaded)."""
+        if self.remote is None:
+            for raw_info, _ in shard.file_pairs:
+                self.check(
+                    os.path.join(self.local, self.split, raw_info.basename), raw_info.basename
+                )
+
+
 class PhysicsVideos(StreamingDataset):
-    """A StreamingDataset whose samples are training tensors (videos or latents)."""
+    """A StreamingDataset whose samples are training tensors (videos or latents), read from a
+    `VerifiedStream`, and whose download failures reach the trainer instead of hanging it."""
 
     def __init__(self, cfg: DataConfig, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.data_cfg = cfg
+        self._checked: set[int] = set()  # shards this process has checked
+        self._fetch_error: BaseException | None = None
+
+    def prepare_shard(self, shard_id: int, blocking: bool = True) -> None:
+        # Streaming leaves a shard whose download raised PREPARING forever, so every reader waits
+        # for it, and its download threads die quietly: the epoch just ends early, or the main
+        # thread waits for that shard forever. Mark it remote again (another reader retries it),
+        # and keep the error for the thread that iterates (`get_item`, `__iter__`).
+        if self._fetch_error is not None:  # no new downloads once one failed
+            if blocking:
+                raise self._fetch_error
+            return
+        try:
+            super().prepare_shard(shard_id, blocking)
+        except Exception as err:
+            with self._cache_filelock:
+                if self._shard_states[shard_id] == _ShardState.PREPARING:
+                    self._shard_states[shard_id] = _ShardState.REMOTE
+            self._fetch_error = err
+            if hasattr(self, "_event"):
+                self._event.set()  # the download threads and the sample loop stop
+            if blocking:  # the iterating thread itself: raise here
+                raise
+
+    def get_item(self, sample_id: int, retry: int = 7) -> Any:
+        if self._fetch_error is not None:
+            raise self._fetch_error
+        shard_id, _ = self.spanner[sample_id]
+        if shard_id not in self._checked:
+            self.streams[self.stream_per_shard[shard_id]].check_local(self.shards[shard_id])
+            self._checked.add(shard_id)
+        return super().get_item(sample_id, retry)
+
+    def __iter__(self) -> Any:
+        if self._fetch_error is None:
+            yield from super().__iter__()
+        if self._fetch_error is not None:  # the download threads failed: the epoch is cut short
+            raise self._fetch_error
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         sample = super().__getitem__(index)
@@ -105,23 +272,32 @@ def cache_dir(cfg: DataConfig, run_dir: str) -> str | None:
     return str(Path(tempfile.gettempdir()) / "phyworld-streaming" / key)
 
 
-def check_manifest(path: str) -> None:
-    """Verify the dataset against its manifest on rank 0; every rank raises the same clear error."""
-    error: list[str | None] = [None]
+def read_manifest(cfg: DataConfig) -> dict[str, Any] | None:
+    """The dataset's manifest, checked against its index and shard sizes, on every rank (read on
+    rank 0, retried like a download); None with `data.verify_manifest=false`. Every rank raises
+    the same clear error."""
+    if not cfg.verify_manifest:
+        return None
+    result: list[Any] = [None]
     if not dist.is_initialized() or dist.get_rank() == 0:
         try:
-            from datagen.shards import verify_manifest
-
-            verify_manifest(path)  # sizes and index hash; `checksums=True` would read every shard
+            result[0] = retrying(
+                lambda: shards.verify_manifest(cfg.path), f"the manifest of {cfg.path}",
+                cfg.download_retry_s,
+            )  # fmt: skip
+        except StorageUnavailable as err:
+            result[0] = err
         except Exception as err:  # any failure is reported on every rank, not only rank 0
-            error[0] = f"{type(err).__name__}: {err}"
+            result[0] = DataError(
+                f"dataset {cfg.path} does not match its manifest ({type(err).__name__}: {err}). "
+                "Regenerate or finish it with `python -m datagen`, or set "
+                "data.verify_manifest=false to train on it anyway."
+            )
     if dist.is_initialized():
-        dist.broadcast_object_list(error, src=0)
-    if error[0] is not None:
-        raise DataError(
-            f"dataset {path} does not match its manifest ({error[0]}). Regenerate or finish it "
-            "with `python -m datagen`, or set data.verify_manifest=false to train on it anyway."
-        )
+        dist.broadcast_object_list(result, src=0)
+    if isinstance(result[0], Exception):
+        raise result[0]
+    return result[0]
 
 
 def build_dataloader(
@@ -137,14 +313,28 @@ def build_dataloader(
     asynchronous (`.to(device, non_blocking=True)`)."""
     if cfg.kind not in ("videos", "latents"):
         raise DataError(f"data.kind={cfg.kind!r}: use videos or latents")
+    if cfg.download_retry_s < 0 or cfg.download_timeout_s <= 0:
+        raise DataError(
+            f"data.download_retry_s={cfg.download_retry_s:g} must be >= 0 and "
+            f"data.download_timeout_s={cfg.download_timeout_s:g} > 0"
+        )
     clean_stale_shared_memory()  # /dev/shm left by a killed run would block this one
-    if cfg.verify_manifest:
-        check_manifest(cfg.path)
-    remote = cfg.path if cache_dir(cfg, run_dir) else None
+    manifest = read_manifest(cfg)
+    sha256 = {}
+    if manifest is not None:
+        sha256 = {name: info["sha256"] for name, info in manifest["shards"].items()}
+        sha256[shards.INDEX] = manifest["index_sha256"]
+    cache = cache_dir(cfg, run_dir)
+    stream = VerifiedStream(
+        remote=cfg.path if cache else None,
+        local=cache or cfg.path,
+        sha256=sha256,
+        retry_s=cfg.download_retry_s,
+        download_timeout=cfg.download_timeout_s,
+    )
     dataset = PhysicsVideos(
         cfg,
-        remote=remote,
-        local=cache_dir(cfg, run_dir) or cfg.path,
+        streams=[stream],
         shuffle=cfg.shuffle,
         shuffle_seed=cfg.shuffle_seed,
         batch_size=micro_batch_size,

@@ -16,7 +16,6 @@ is simply resubmitted.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from streaming import MDSWriter
 
 import phyworld  # noqa: F401  (makes `import streaming` safe)
@@ -61,8 +61,11 @@ class LatentPartWriter:
     """One worker's part: MDS into a local temp dir, then published as ROOT/parts/part_K with
     DONE (count, shard sizes and checksums: what `datagen.shards.merge` reads) written last."""
 
-    def __init__(self, root: str, k: int, columns: dict[str, str], size_limit: int) -> None:
+    def __init__(
+        self, root: str, k: int, columns: dict[str, str], size_limit: int, config_yaml: str
+    ) -> None:
         self.root, self.k, self.count = root, k, 0
+        self.config_sha256 = shards.config_sha256(config_yaml)
         base = Path(root, "parts") if not storage.is_remote(root) else None
         if base is not None:
             base.mkdir(parents=True, exist_ok=True)
@@ -79,10 +82,13 @@ class LatentPartWriter:
         files = sorted(p for p in mds.iterdir() if p.name != shards.INDEX)
         done = {
             "part": self.k,
+            "config_sha256": self.config_sha256,
             "first_index": self.k,
             "count": self.count,
-            "index_sha256": _sha256(mds / shards.INDEX),
-            "shards": {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files},
+            "index_sha256": shards.sha256_file(mds / shards.INDEX),
+            "shards": {
+                p.name: {"bytes": p.stat().st_size, "sha256": shards.sha256_file(p)} for p in files
+            },
         }
         done_bytes = json.dumps(done, sort_keys=True, indent=1).encode()
         dest = shards.part_url(self.root, self.k)
@@ -100,10 +106,6 @@ class LatentPartWriter:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def latent_columns(dtype: str) -> dict[str, str]:
     """The output columns: the input's minus `frames`, plus `latents`."""
     if dtype not in ("float16", "float32"):
@@ -111,6 +113,12 @@ def latent_columns(dtype: str) -> dict[str, str]:
     columns = {k: v for k, v in COLUMNS.items() if k != "frames"}
     columns["latents"] = f"ndarray:{dtype}"
     return columns
+
+
+def dataset_yaml(cfg: EncodeConfig) -> str:
+    """The config saved with the latents and named by each part's DONE: the same for every
+    worker (`part` left out), so the last worker merges the others' parts."""
+    return to_yaml(OmegaConf.merge(cfg, {"part": -1}))
 
 
 def worker_part(cfg: EncodeConfig) -> int:
@@ -126,7 +134,7 @@ def encode_part(cfg: EncodeConfig, part: int, device: torch.device) -> int:
 
     autoencoder = build_autoencoder(cfg.vae).to(device)
     columns = latent_columns(cfg.dtype)
-    writer = LatentPartWriter(cfg.output, part, columns, cfg.size_limit)
+    writer = LatentPartWriter(cfg.output, part, columns, cfg.size_limit, dataset_yaml(cfg))
     pending: list[tuple[dict[str, Any], torch.Tensor]] = []
 
     def flush() -> None:
@@ -163,17 +171,17 @@ def main(argv: list[str]) -> None:
         device = torch.device(cfg.device)
     part = worker_part(cfg)
     shards.verify_manifest(cfg.data)
-    config_yaml = to_yaml(cfg)
+    config_yaml = dataset_yaml(cfg)
     storage.write_text(storage.join(cfg.output, shards.CONFIG), config_yaml)
     start = time.time()
-    if shards.part_done(cfg.output, part):
+    if shards.part_done(cfg.output, part, config_yaml):
         print(f"part {part} of {cfg.output} is already done; skipping", flush=True)
     else:
         shards.clean_stale_temps(cfg.output, range(part, part + 1))
         n = encode_part(cfg, part, device)
         rate = n / max(time.time() - start, 1e-9)
         print(f"encoded {n} videos into part {part} ({rate:.1f} videos/s)", flush=True)
-    if all(shards.part_done(cfg.output, k) for k in range(cfg.num_parts)):
+    if all(shards.part_done(cfg.output, k, config_yaml) for k in range(cfg.num_parts)):
         manifest = shards.merge(cfg.output, cfg.num_parts, config_yaml)
         print(
             f"{cfg.output}: {manifest['count']} latent samples; train with "

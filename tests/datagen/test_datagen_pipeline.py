@@ -176,7 +176,7 @@ def test_part_writer_writes_the_bytes_mds_writes(tmp_path):
 
     plan = make_plan(cfg_of("output=unused"))
     samples = make_samples(plan, [0, 7, 2999])
-    writer = PartWriter(str(tmp_path / "ours"), 0, 0, 1 << 20)
+    writer = PartWriter(str(tmp_path / "ours"), 0, 0, 1 << 20, plan.config_yaml)
     with MDSWriter(out=str(tmp_path / "mds"), columns=COLUMNS, size_limit=1 << 20) as mds:
         for sample in samples:
             writer.write(sample)

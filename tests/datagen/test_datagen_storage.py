@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
 
 import pytest
 
@@ -60,3 +62,28 @@ def test_check_reachable(tmp_path, s3_server):
         storage.check_reachable("s3://nope/prefix")
     with pytest.raises(storage.StorageError, match="no bucket name"):
         storage.split_s3("s3:///key")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_files_follow_the_umask(tmp_path, umask):
+    # Teammates read shared datasets and runs: nothing may be 0600 whatever the umask allows.
+    from harness import make_dataset
+
+    from eval.fvd import _download
+
+    weights = tmp_path.parent / f"{tmp_path.name}-weights.bin"
+    weights.write_bytes(b"weights")
+    old = os.umask(umask)
+    try:
+        storage.write_text(str(tmp_path / "run" / "checkpoints" / "latest"), "step_00000010")
+        make_dataset(tmp_path / "data", count=8, frames=4, resolution=16)
+        _download(
+            weights.as_uri(), tmp_path / "cache" / "i3d.pt", hashlib.sha256(b"weights").hexdigest()
+        )
+    finally:
+        os.umask(old)
+    paths = sorted(tmp_path.rglob("*"))
+    assert len([p for p in paths if p.is_file()]) >= 7  # marker, weights, dataset files
+    for p in paths:
+        expected = (0o777 if p.is_dir() else 0o666) & ~umask
+        assert oct(stat.S_IMODE(p.stat().st_mode)) == oct(expected), p

@@ -1,9 +1,10 @@
 """The training loader: MDS from a local directory or the S3 server, decoded and resized, resumable
-mid-epoch, and refusing a dataset that does not match its manifest."""
+mid-epoch, and refusing a dataset that does not match its manifest or a shard its checksum."""
 
 from __future__ import annotations
 
 import gc
+import re
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,9 @@ import pytest
 import torch
 from harness import make_dataset
 
+from phyworld import storage
 from phyworld.config import load_config
+from training import data
 from training.config import DataConfig, TrainConfig
 from training.data import DataError, build_dataloader, to_unit_range, video_tensor
 
@@ -85,6 +88,85 @@ def test_dataset_not_matching_its_manifest(tiny_dataset: Path, tmp_path: Path) -
     shard.write_bytes(shard.read_bytes()[:-10])
     with pytest.raises(DataError, match=r"does not match its manifest.*regenerate"):
         first_batches(data_config(str(broken)), tmp_path, 1)
+
+
+def flip_bytes(data: bytes) -> bytes:
+    """The same size with 64 bytes inverted mid-file: only a checksum tells."""
+    mid = len(data) // 2
+    return data[:mid] + bytes(b ^ 0xFF for b in data[mid : mid + 64]) + data[mid + 64 :]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_corrupt_shard_is_named_before_it_is_decoded(
+    tiny_dataset: Path, tmp_path: Path, workers: int
+) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_dataset, broken)
+    shard = next(broken.rglob("shard.*.mds"))
+    shard.write_bytes(flip_bytes(shard.read_bytes()))
+    name = shard.relative_to(broken)
+    with pytest.raises(DataError, match=rf"shard {re.escape(f'{name} of {broken}')} does not") as e:
+        first_batches(data_config(str(broken), f"data.num_workers={workers}"), tmp_path, 16)
+    assert "Traceback" not in str(e.value)  # not the loader worker's, rebuilt in the trainer
+
+
+class FakeClock:
+    """`time` for `training.data.retrying`: sleeping advances the clock at once."""
+
+    def __init__(self) -> None:
+        self.now, self.sleeps = 0.0, []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_downloads_retry_with_backoff_only_what_may_pass(monkeypatch) -> None:
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    clock = FakeClock()
+    monkeypatch.setattr(data, "time", clock)
+    down = EndpointConnectionError(endpoint_url="http://store")
+    failures = [down] * 5
+
+    def fetch() -> str:
+        if failures:
+            raise failures.pop()
+        return "shard bytes"
+
+    assert data.retrying(fetch, "shard.00000.mds", retry_s=300) == "shard bytes"
+    assert len(clock.sleeps) == 5  # 1, 2, 4, 8, 16 s, each x0.5-1.5
+    assert all(0.5 <= pause / 2**i < 1.5 for i, pause in enumerate(clock.sleeps))
+
+    missing = ClientError(
+        {"Error": {"Code": "404"}, "ResponseMetadata": {"HTTPStatusCode": 404}}, "HeadObject"
+    )
+    failures[:] = [missing]
+    with pytest.raises(ClientError):  # not retried: a missing object stays missing
+        data.retrying(fetch, "shard.00000.mds", retry_s=300)
+    assert len(clock.sleeps) == 5
+
+    failures[:] = [down] * 100
+    start = clock.now
+    with pytest.raises(data.StorageUnavailable, match=r"shard.00000.mds from the S3 endpoint"):
+        data.retrying(fetch, "shard.00000.mds", retry_s=60)
+    assert len(clock.sleeps) > 8 and clock.now - start <= 60  # gave up within its budget
+
+
+def test_corrupt_shard_on_s3_is_refused_when_downloaded(s3_url: str, tmp_path: Path) -> None:
+    make_dataset(s3_url, count=16)
+    name = next(n for n in storage.list_files(s3_url) if n.endswith(".mds"))
+    url = storage.join(s3_url, name)
+    storage.write_bytes(url, flip_bytes(storage.read_bytes(url)))
+    cache = tmp_path / "cache"
+    with pytest.raises(
+        DataError, match=rf"shard {re.escape(f'{name} of {s3_url}')} does not.*Regen"
+    ):
+        first_batches(data_config(s3_url, f"data.cache_dir={cache}"), tmp_path, 1)
+    assert not list(cache.rglob("shard.*"))  # nothing unchecked left for a later run to read
 
 
 def test_streams_from_s3(s3_url: str, tmp_path: Path) -> None:
