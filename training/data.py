@@ -134,7 +134,8 @@ def retrying(fetch: Callable[[], T], what: str, retry_s: float) -> T:
             waited = time.monotonic() - start
             if not _transient(err):
                 raise
-            if waited + delay > retry_s:
+            pause = delay * (0.5 + jitter.random())
+            if waited + pause > retry_s:
                 raise StorageUnavailable(
                     f"cannot download {what} from the S3 endpoint {endpoint()}: still failing "
                     f"after {waited:.0f} s of retries (data.download_retry_s={retry_s:g}): "
@@ -142,7 +143,6 @@ def retrying(fetch: Callable[[], T], what: str, retry_s: float) -> T:
                     f"requeued and resumes from its last checkpoint; otherwise run the same "
                     f"command again once the store is back"
                 ) from None
-            pause = delay * (0.5 + jitter.random())
             print(
                 f"[rank {os.environ.get('RANK', 0)}] download of {what} failed "
                 f"({type(err).__name__}: {err}); retrying in {pause:.1f} s",
