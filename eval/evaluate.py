@@ -30,9 +30,10 @@ from eval.config import EvalConfig, EvalSetConfig
 from eval.parse import PARSERS, parse_balls
 from eval.samples import EvalSetError, iter_batches, kinematic_truth, stack_frames
 from eval.velocity import velocity_errors
+from phyworld.cli import UserError
 
 
-class CheckpointLoadError(RuntimeError):
+class CheckpointLoadError(UserError, RuntimeError):
     """A checkpoint eval cannot load; the message says why and what to do."""
 
 
@@ -146,14 +147,39 @@ def score_kinematic(
         n += len(batch)
     if n == 0:
         raise EvalSetError(f"eval set '{name}' at {set_cfg.path} holds no videos")
-    record = {key: _mean(v) for key, v in sorted(per.items())}
+    record = kinematic_record(per, cfg, scenario)
+    record.update(n=n, level=level)
+    if "note" in record:
+        print(f"[eval] {name}: vel_error is null: {record['note']}", flush=True)
+    return record, side_by_side
+
+
+def kinematic_record(per: dict[str, list[np.ndarray]], cfg: EvalConfig, scenario: str) -> dict:
+    """The record of a kinematic set from its per-video metrics (`METRIC.PARSER.SOURCE` ->
+    arrays): means, the primary parser's headline numbers, and a `note` when there is no
+    velocity error to report."""
+    record: dict[str, Any] = {key: _mean(v) for key, v in sorted(per.items())}
     primary = cfg.parser.primary
     record["vel_error"] = record[f"vel_error.{primary}.model"]
     if cfg.floors:
         record["vel_error_gt"] = record[f"vel_error.{primary}.gt"]
         record["vel_error_vae"] = record[f"vel_error.{primary}.vae"]
-    record.update(n=n, level=level, scenario=scenario, parser=primary)
-    return record, side_by_side
+    record.update(scenario=scenario, parser=primary)
+    if not np.isfinite(record["vel_error"]):
+        record["note"] = _no_velocity_note(record, primary, scenario)
+    return record
+
+
+def _no_velocity_note(record: dict, parser: str, scenario: str) -> str:
+    """Why a kinematic set has no velocity error, in words (metrics.jsonl writes NaN as null)."""
+    missing = record.get(f"missing.{parser}.model", float("nan"))
+    if np.isfinite(missing):
+        return (
+            f"the {parser} parser found no ball in the generated videos (missing "
+            f"{missing:.0%} of scored steps): look at the side-by-side videos"
+        )
+    after = " after the collision" if scenario == "collision" else ""
+    return f"no step was scored: no ball stays fully in view after the condition frames{after}"
 
 
 def score_combinatorial(

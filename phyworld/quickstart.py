@@ -14,13 +14,16 @@ a stage whose output exists is skipped, so an interrupted quickstart picks up wh
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from phyworld.config import ConfigError, load_config
+from phyworld.cli import run_cli
+from phyworld.config import bounded, choice, load_config
+from training.config import MODEL_SIZES
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = Path("eval") / "metrics.jsonl"  # under the run, written by `python -m eval`
@@ -34,15 +37,15 @@ EVAL_SETS = {
 @dataclass
 class QuickstartConfig:
     out: str = "quickstart"  # everything goes under this directory
-    resolution: int = 32  # pixels (the paper trains at 128)
-    frames: int = 8  # per video (the paper: 32); the first 3 are the condition
-    grid_v: int = 32  # training set: grid_v velocities x grid_r radii
-    grid_r: int = 8
-    eval_videos: int = 32  # per eval set
-    model_size: str = "tiny"  # DiT size (tiny | S | ...); S is ~100x slower per step on a CPU
-    steps: int = 1200  # training steps (about 100 s on 2 idle cores)
-    lr: float = 2e-3
-    sample_steps: int = 10  # Euler steps when generating for eval
+    resolution: int = bounded(32, ge=8)  # pixels (the paper trains at 128)
+    frames: int = bounded(8, ge=5)  # per video (the paper: 32); the first 3 are the condition
+    grid_v: int = bounded(32, ge=1)  # training set: grid_v velocities x grid_r radii
+    grid_r: int = bounded(8, ge=1)
+    eval_videos: int = bounded(32, ge=1)  # per eval set
+    model_size: str = choice("tiny", MODEL_SIZES)  # S is ~100x slower per step on a CPU
+    steps: int = bounded(1200, ge=1)  # training steps (about 100 s on 2 idle cores)
+    lr: float = bounded(2e-3, gt=0)
+    sample_steps: int = bounded(10, ge=1)  # Euler steps when generating for eval
 
 
 def _say(message: str) -> None:
@@ -51,7 +54,7 @@ def _say(message: str) -> None:
 
 def _python(module: str, args: list[str]) -> None:
     """Run `python -m module args` in a fresh process, showing the command; fail loudly."""
-    shown = " ".join(["python", "-m", module, *args])
+    shown = shlex.join(["python", "-m", module, *args])  # pasted into a shell, it runs as is
     print(f"$ {shown}", flush=True)
     result = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO)
     if result.returncode != 0:
@@ -169,7 +172,10 @@ def main(argv: list[str]) -> None:
     _say(f"done in {time.monotonic() - t0:.0f} s")
     print(f"  metrics      {run / METRICS}")
     print(f"  TensorBoard  tensorboard --logdir {run / 'tb'}")
-    print(f"  videos       {run / 'eval'} (ground truth | generated), and TensorBoard's Images tab")
+    print(
+        f"  videos       {run / 'eval' / 'videos'} (ground truth | VAE | generated, labelled), "
+        "and TensorBoard's Images tab"
+    )
     print(f"  report       {report} (table.md, fig3_velocity_error.png)")
     errors = velocity_errors(run)
     for name, (model, floor) in errors.items():
@@ -187,7 +193,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except ConfigError as err:
-        sys.exit(f"quickstart: error: {err}")
+    sys.exit(run_cli("phyworld.quickstart", main, __doc__, QuickstartConfig))

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from phyworld.cli import UserError
 from phyworld.config import to_dict, to_yaml
 from phyworld.storage import fsync_path, write_bytes
 from training.config import TrainConfig
@@ -38,7 +39,7 @@ LATEST = "latest"
 DEEPSPEED_TAG = "deepspeed"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be resumed with this config; the message says what to do."""
 
 

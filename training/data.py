@@ -31,10 +31,11 @@ from streaming import StreamingDataLoader, StreamingDataset
 from streaming.base.util import clean_stale_shared_memory
 
 from datagen import schema  # registers the `video_zstd` frames encoding (in loader workers too)
+from phyworld.cli import UserError
 from training.config import DataConfig
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A dataset that cannot be trained on; the message says why and what to do."""
 
 

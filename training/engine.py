@@ -12,10 +12,11 @@ from typing import Any
 
 import torch
 
+from phyworld.cli import UserError
 from training.config import TrainConfig
 
 
-class EngineConfigError(ValueError):
+class EngineConfigError(UserError, ValueError):
     """A parallelism or optimizer setting that cannot work; the message says how to fix it."""
 
 

@@ -13,6 +13,8 @@ from datagen import physics
 from datagen.sampling import SceneSpec, params_at
 from datagen.scenes import States
 
+RANGES = ("v1", "v2", "r1", "r2")  # the parameters drawn from the config's `ranges`
+
 
 def sample_params(spec: SceneSpec, index: int, rng: np.random.Generator) -> dict:
     """v1, v2, r1, r2, then the contact time and place, which fix the starts."""

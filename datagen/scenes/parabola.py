@@ -12,6 +12,7 @@ from datagen import physics
 from datagen.sampling import SceneSpec, params_at
 from datagen.scenes import States
 
+RANGES = ("v", "r")  # the parameters drawn from the config's `ranges`
 GRAVITY = 2.5
 
 

@@ -15,6 +15,7 @@ from datagen import physics
 from datagen.sampling import SceneSpec, params_at
 from datagen.scenes import States
 
+RANGES = ("v", "r")  # the parameters drawn from the config's `ranges`
 MARGIN = 0.5  # the start of the centre's span, from the left wall
 
 

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 import torch.distributed as dist
 from megatron.core import parallel_state
 
+from phyworld.cli import UserError
 from training.parallel.device_shim import install_cpu_device_shim
 
 
-class ParallelError(ValueError):
+class ParallelError(UserError, ValueError):
     """A parallel layout that cannot work; the message names the fix."""
 
 
