@@ -8,8 +8,8 @@ generated videos (and of the ground truth, which must be 0).
 
 Each (checkpoint, set) gives one record: a flat dict of means (`vel_error` is the primary
 parser's model error; every other number is `METRIC.PARSER.SOURCE`, e.g.
-`vel_error.alpha.gt`). Side-by-side videos (ground truth | VAE | generated) go to
-`RUN/eval/videos/` as GIFs and to TensorBoard.
+`vel_error.alpha.gt`). Side-by-side videos (ground truth | VAE | generated, each panel named
+above it) go to `RUN/eval/videos/` as GIFs and to TensorBoard.
 """
 
 from __future__ import annotations
@@ -241,10 +241,34 @@ def score_combinatorial(
     return record, side_by_side
 
 
+# The panels of the side-by-side videos, left to right: (source, label, label when narrow).
+PANELS = (("gt", "ground truth", "GT"), ("vae", "VAE", "VAE"), ("model", "generated", "gen"))
+LABEL_PX = 12  # height of the white strip above each panel that names it
+
+
 def _side_by_side(videos: dict[str, np.ndarray], keep: int, size: int) -> np.ndarray:
-    """(k, T, R, 3R or 2R, 3) uint8: ground truth | VAE | generated, side by side."""
-    parts = [resize_uint8(videos[s][:keep], size) for s in ("gt", "vae", "model") if s in videos]
+    """(k, T, LABEL_PX + R, 3R or 2R, 3) uint8: ground truth | VAE | generated, side by side,
+    each panel named in a strip above it."""
+    parts = [
+        _labelled(resize_uint8(videos[source][:keep], size), label, short)
+        for source, label, short in PANELS
+        if source in videos
+    ]
     return np.concatenate(parts, axis=3)
+
+
+def _labelled(clip: np.ndarray, label: str, short: str) -> np.ndarray:
+    """(k, T, H, W, 3) -> (k, T, LABEL_PX + H, W, 3): `label` (or `short` if it does not fit)
+    in black on a white strip on top."""
+    from PIL import Image, ImageDraw
+
+    k, t, _, w, _ = clip.shape
+    strip = Image.new("RGB", (w, LABEL_PX), "white")
+    draw = ImageDraw.Draw(strip)
+    text = label if draw.textlength(label) <= w - 2 else short
+    draw.text((1, 0), text, fill="black")
+    header = np.broadcast_to(np.asarray(strip), (k, t, LABEL_PX, w, 3))
+    return np.concatenate([header, clip], axis=2)
 
 
 def load_nets(cfg: EvalConfig) -> dict:

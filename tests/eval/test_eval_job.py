@@ -22,7 +22,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import phyworld  # noqa: F401
 from eval.__main__ import main as eval_cli
 from eval.__main__ import run as eval_main
-from eval.evaluate import CheckpointLoadError
+from eval.evaluate import LABEL_PX, CheckpointLoadError
 from eval.fvd import WeightsError
 from eval.report import main as report_main
 from eval.report import plot_figure3, run_rows, write_table2
@@ -140,7 +140,11 @@ def test_tensorboard_scalars_and_side_by_side_video(evaluated_run):
     from PIL import Image
 
     with Image.open(gif) as im:
-        assert im.n_frames == 16 and im.size == (3 * 32, 2 * 32)  # gt | vae | generated, 2 clips
+        # gt | vae | generated, 2 clips, each panel under a strip that names it
+        assert im.n_frames == 16 and im.size == (3 * 32, 2 * (LABEL_PX + 32))
+        header = np.asarray(im.convert("RGB"))[:LABEL_PX]
+    # every panel's strip holds dark text pixels on white
+    assert all((header[:, i * 32 : (i + 1) * 32] < 100).any() for i in range(3))
 
 
 def test_watcher_evaluates_each_new_complete_checkpoint_once(evaluated_run, eval_sets):
