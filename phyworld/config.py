@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import (
     ConfigAttributeError,
     ConfigKeyError,
@@ -155,6 +155,15 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return OmegaConf.to_container(merged)  # type: ignore[return-value]
 
 
+def _mark_required(cfg: DictConfig, data: dict[str, Any], prefix: str = "") -> None:
+    """A YAML value `???` makes the key required (a merge alone keeps the schema's default)."""
+    for key, value in data.items():
+        if isinstance(value, dict):
+            _mark_required(cfg, value, _join(prefix, key))
+        elif value == MISSING:
+            OmegaConf.update(cfg, _join(prefix, key), MISSING, merge=False)
+
+
 def _parts(key: str) -> list[str]:
     """`a.b[0].c` or `a.b.0.c` -> ["a", "b", "0", "c"]."""
     return key.replace("[", ".").replace("]", "").split(".")
@@ -249,7 +258,9 @@ def load_config(schema: type[T], argv: list[str] | None = None) -> T:
     cfg = OmegaConf.structured(schema)
     try:
         if files:
-            cfg = OmegaConf.merge(cfg, _read_yaml(Path(files[0])))
+            data = _read_yaml(Path(files[0]))
+            cfg = OmegaConf.merge(cfg, data)
+            _mark_required(cfg, data)
     except OmegaConfBaseException as err:
         raise _explain(err, cfg, files[0]) from None
     _apply_overrides(cfg, overrides)
