@@ -178,20 +178,23 @@ def plot_figure3(rows: list[dict], path: Path):
     return fig
 
 
-def report(argv: list[str]) -> None:
-    """The command: read the runs, write the tables and the figure, say what was left out."""
+def parse_args(argv: list[str]) -> tuple[list[Path], Path]:
+    """`[out=DIR] RUN [RUN ...]` -> (runs, out)."""
     parser = argparse.ArgumentParser(prog="python -m eval.report", add_help=False)
     parser.add_argument("runs", nargs="*", type=Path)
     parser.add_argument("--out", type=Path, default=Path("report"))
     argv = [f"--out={a[4:]}" if a.startswith("out=") else a for a in argv]
     args, unknown = parser.parse_known_args(argv)
     if unknown or not args.runs:
-        raise ReportError(
-            f"expected [out=DIR] RUN [RUN ...], got {argv}"
-            + (f" ({unknown[0]}?)" if unknown else "")
-        )
+        raise ReportError(f"expected [out=DIR] RUN [RUN ...], got {' '.join(argv) or 'nothing'}")
+    return args.runs, args.out
+
+
+def report(argv: list[str]) -> None:
+    """The command: read the runs, write the tables and the figure, say what was left out."""
+    runs, out = parse_args(argv)
     rows, left_out = [], []
-    for run in args.runs:
+    for run in runs:
         try:
             rows += run_rows(run)
         except ReportError as err:
@@ -201,11 +204,11 @@ def report(argv: list[str]) -> None:
     if not rows:
         raise ReportError("no run has metrics yet: " + "; ".join(left_out))
     rows.sort(key=lambda r: (SIZE_ORDER.get(r["model"], 9), r["data_size"] or 0, r["set"]))
-    write_table(rows, args.out)
-    write_table2(rows, args.out)
-    plot_figure3(rows, args.out / "fig3_velocity_error.png")
-    print((args.out / "table.md").read_text())
-    print(f"wrote {args.out}/table.md, table.csv, fig3_velocity_error.png")
+    write_table(rows, out)
+    write_table2(rows, out)
+    plot_figure3(rows, out / "fig3_velocity_error.png")
+    print((out / "table.md").read_text())
+    print(f"wrote {out}/table.md, table.csv, fig3_velocity_error.png")
     for note in left_out:
         print(f"left out of the report: {note}")
     for note in figure3_left_out(rows):
