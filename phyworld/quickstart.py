@@ -1,4 +1,6 @@
-"""`python -m phyworld.quickstart [out=DIR] [key=value ...]`: the whole pipeline on one CPU.
+"""usage: python -m phyworld.quickstart [out=DIR] [key=value ...]
+
+The whole pipeline on one CPU.
 
 In a few minutes, without Slurm or S3:
   1. datagen   a small uniform-motion training set (a v x r grid) and two eval sets: in
@@ -14,6 +16,7 @@ a stage whose output exists is skipped, so an interrupted quickstart picks up wh
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import subprocess
 import sys
@@ -52,9 +55,14 @@ def _say(message: str) -> None:
     print(f"\n[quickstart {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+def command_line(module: str, args: list[str]) -> str:
+    """`python -m module args` as a shell line: pasted into a shell, it runs as is."""
+    return shlex.join(["python", "-m", module, *args])
+
+
 def _python(module: str, args: list[str]) -> None:
     """Run `python -m module args` in a fresh process, showing the command; fail loudly."""
-    shown = shlex.join(["python", "-m", module, *args])  # pasted into a shell, it runs as is
+    shown = command_line(module, args)
     print(f"$ {shown}", flush=True)
     result = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO)
     if result.returncode != 0:
@@ -148,10 +156,15 @@ def velocity_errors(run: Path) -> dict[str, tuple[float, float]]:
     rows = metric_rows(run)
     newest = max(row["step"] for row in rows)
     return {
-        row["set"]: (float(row["vel_error"]), float(row.get("vel_error_gt", "nan")))
+        row["set"]: (_number(row.get("vel_error")), _number(row.get("vel_error_gt")))
         for row in rows
         if row["step"] == newest
     }
+
+
+def _number(value: float | None) -> float:
+    """A metric of metrics.jsonl (null: not measured, e.g. no ball found) as a float (NaN)."""
+    return float("nan") if value is None else float(value)
 
 
 def main(argv: list[str]) -> None:
@@ -181,7 +194,9 @@ def main(argv: list[str]) -> None:
     for name, (model, floor) in errors.items():
         print(f"  {name:<20} velocity error {model:.3f} (ground-truth floor {floor:.3f})")
     (id_err, _), (ood_err, _) = errors["uniform_eval_id"], errors["uniform_eval_v_out"]
-    if id_err * 3 < ood_err:
+    if math.isnan(id_err) or math.isnan(ood_err):
+        shape = "no ball found in the generated videos (see metrics.jsonl's note): train longer"
+    elif id_err * 3 < ood_err:
         shape = "well below, as in the paper"
     elif id_err < ood_err:
         shape = "the paper's direction, not yet its size: see docs/quickstart.md"
