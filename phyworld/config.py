@@ -75,12 +75,12 @@ def _rule(f: dataclasses.Field) -> str:
 
 
 def _check_field(f: dataclasses.Field, value: Any, key: str) -> None:
-    bounds = f.metadata.get(BOUNDS, ())
-    ok = value in f.metadata[CHOICES] if CHOICES in f.metadata else True
-    ok = ok and all(_COMPARE[symbol](value, limit) for symbol, limit in bounds)
-    if not ok:
-        what = "" if CHOICES in f.metadata else "a value "
-        raise ConfigError(f"bad value for '{key}': {value!r}; set {key} to {what}{_rule(f)}")
+    """Raise `ConfigError` naming what `key` accepts if `value` is not a declared choice or
+    breaks a declared bound."""
+    if CHOICES in f.metadata and value not in f.metadata[CHOICES]:
+        raise ConfigError(f"bad value for '{key}': {value!r}; set {key} to {_rule(f)}")
+    if not all(_COMPARE[symbol](value, limit) for symbol, limit in f.metadata.get(BOUNDS, ())):
+        raise ConfigError(f"bad value for '{key}': {value!r}; set {key} to a value {_rule(f)}")
 
 
 def _join(prefix: str, name: str | int) -> str:
