@@ -206,10 +206,10 @@ def _check_list_index(cfg: DictConfig, override: str) -> None:
         if isinstance(node, ListConfig):
             where = ".".join(_parts(key)[:i])
             if not part.isdigit() or int(part) >= len(node):
+                held = f"of {len(node)} item(s), indices 0-{len(node) - 1}" if node else "empty"
                 raise ConfigError(
-                    f"command line: '{override}': '{where}' is a list of {len(node)} item(s) "
-                    f"(indices 0-{len(node) - 1}); set an item with {where}.N.field=... or "
-                    f"replace the list with {where}=[...]"
+                    f"command line: '{override}': '{where}' is a list ({held}); set an item "
+                    f"with {where}.N.field=... or replace the list with {where}=[...]"
                 )
             node = node[int(part)]
         elif isinstance(node, DictConfig) and part in node:

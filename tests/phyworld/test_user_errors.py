@@ -122,7 +122,7 @@ def test_a_list_item_is_set_by_its_index() -> None:
     cfg = load_config(EvalConfig, ["configs/eval/tiny_cpu.yaml", "sets.1.path=elsewhere"])
     assert [s.path for s in cfg.sets] == ["data/uniform_eval_id", "elsewhere"]
     assert cfg.sets[1].name == "uniform_v_out"  # the rest of the item is kept
-    with pytest.raises(ConfigError, match=r"'sets' is a list of 2 item.*sets.N.field=.*sets=\["):
+    with pytest.raises(ConfigError, match=r"'sets' is a list \(of 2 item.*sets.N.field=.*sets=\["):
         load_config(EvalConfig, ["configs/eval/tiny_cpu.yaml", "sets.2.path=x"])
     with pytest.raises(ConfigError, match=r"unknown config key 'sets.0.paht'.*path"):
         load_config(EvalConfig, ["configs/eval/tiny_cpu.yaml", "sets.0.paht=x"])
