@@ -3,9 +3,9 @@
 Gather evaluated training runs into the paper's table and figure. For each run the newest
 evaluated checkpoint is taken; a run with no metrics yet is left out with a note (no run with
 metrics at all is an error), and so is a row the figure cannot place (unknown training-set size,
-no velocity error). The table has one row per (model, data,
-eval set): kinematic velocity errors with their GT and VAE floors, combinatorial FVD / SSIM /
-PSNR / LPIPS / abnormal ratio (in-template and out-of-template side by side, as Table 2).
+no velocity error). The table has one row per (model, data, eval set): kinematic velocity errors
+with their GT and VAE floors, combinatorial FVD / SSIM / PSNR / LPIPS / abnormal ratio
+(in-template and out-of-template side by side, as Table 2).
 The figure is the paper's figure 3: velocity error against training-set size (log-log), one line
 per model size, one panel for in-distribution and one for out-of-distribution (mean over the OOD
 levels), the ground-truth parser floor as a dashed line.

@@ -38,9 +38,8 @@ def usage(doc: str, schema: type | None = None) -> str:
     from phyworld.config import describe
 
     return (
-        f"{text}\n\nSettings, with their defaults (set them in CONFIG.yaml or as key=value; "
-        f"a list is replaced whole, e.g. key=[...], or item by item, e.g. key.0.field=...):\n"
-        f"{describe(schema)}\n"
+        f"{text}\n\nSettings, with their defaults: set them in CONFIG.yaml or as key=value (a list\n"
+        f"whole as key=[...], one item's field as key.0.field=...).\n{describe(schema)}\n"
     )
 
 

@@ -1,4 +1,4 @@
-"""`python -m training.study configs/studies/NAME.yaml [dry_run=true] [key=value ...]`
+"""usage: python -m training.study configs/studies/NAME.yaml [dry_run=true] [key=value ...]
 
 Submits a whole scaling study to Slurm as one chain of jobs:
 
