@@ -123,7 +123,7 @@ class Command:
         rest, i = argv[1:], 0
         while i < len(rest) and rest[i].startswith("--"):
             i += 2
-        return [a for a in rest[i:] if not a.startswith("[")]  # `[--time T]`: optional, shown
+        return rest[i:]
 
 
 def fenced_blocks(doc: Path, lang: str) -> list[tuple[int, str]]:
