@@ -26,9 +26,8 @@ from eval.evaluate import LABEL_PX, CheckpointLoadError
 from eval.fvd import WeightsError
 from eval.report import main as report_main
 from eval.report import plot_figure3, run_rows, write_table2
-from eval.samples import EvalSetError
 from eval.watch import read_metrics
-from phyworld.config import load_config, to_yaml
+from phyworld.config import ConfigError, load_config, to_yaml
 from training.config import TrainConfig
 from training.model import build_dit
 from training.vae import build_autoencoder
@@ -222,16 +221,23 @@ def test_bad_inputs_are_clear_errors(tmp_path, eval_sets):
         )
     other_run = tmp_path / "other_run"
     write_checkpoint(other_run, 10)
-    with pytest.raises(EvalSetError, match="kind must be"):
+    with pytest.raises(ConfigError, match=r"'sets.1.kind': 'magic'; .* kinematic \| combinatorial"):
         eval_main(eval_args(other_run, eval_sets, kinds=("kinematic", "magic")))
 
 
-def test_cli_prints_one_line_errors(tmp_path, capsys):
+def test_cli_prints_one_line_errors(tmp_path, capsys, eval_sets):
     assert eval_cli([str(EVAL_TINY)]) == 2
     assert "set checkpoint=PATH" in capsys.readouterr().err
+    sets = [f"sets.0.path={eval_sets['id']}", f"sets.1.path={eval_sets['v_out']}"]
     assert (
         eval_cli(
-            [str(EVAL_TINY), f"checkpoint={tmp_path}/nothing", "lpips.sha256=x", "fvd.weights=/no"]
+            [
+                str(EVAL_TINY),
+                f"checkpoint={tmp_path}/nothing",
+                *sets,
+                "lpips.sha256=x",
+                "fvd.weights=/no",
+            ]
         )
         == 2
     )
