@@ -4,7 +4,8 @@
 `phyworld.config.load_config`). A dataset is a concatenation of *groups* (homogeneous
 sub-populations: e.g. red balls then blue squares); with no `groups` the top level is the one group.
 Each group inherits the top-level `count`, `ranges`, `grid`, `exclude`, `options` and `level`, and
-overrides what it sets (`ranges` and `options` key by key).
+overrides what it sets (`ranges` and `options` key by key). `load_config` checks the `choice`
+and `bounded` fields, and `DatagenConfig.__post_init__` the range names against the scene's.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from phyworld.config import ConfigError
+from datagen.scenes import SCENES
+from phyworld.config import ConfigError, bounded, choice
 
 # Keys that say how a run is executed, not what the dataset holds: left out of the saved
 # config.yaml so that the same dataset is byte-identical whatever the worker count.
@@ -28,8 +30,8 @@ class GroupConfig:
     """One sub-population of a dataset; unset fields inherit the top level."""
 
     level: str = ""
-    count: int = 0
-    sampling: str = ""  # grid | random ; "" inherits
+    count: int = bounded(0, ge=0)
+    sampling: str = choice("", ("", "grid", "random"))  # "" inherits
     ranges: dict[str, list[list[float]]] = field(default_factory=dict)
     grid: dict[str, int] = field(default_factory=dict)
     exclude: list[dict[str, list[float]]] = field(default_factory=list)
@@ -42,14 +44,15 @@ class DatagenConfig:
 
     output: str = "???"  # local directory or s3://bucket/prefix
     name: str = ""  # dataset name used in sample ids; default: the last component of `output`
-    scene: str = "uniform"  # a key of datagen.scenes.SCENES
-    split: str = "train"  # train | eval
+    scene: str = choice("uniform", SCENES)
+    split: str = choice("train", ("train", "eval"))
     level: str = "id"  # id | r_out | v_out | both_out | in_template | out_template | free text
     seed: int = 0
 
     # Parameter space (kinematic scenes). A range is a union of [lo, hi] intervals.
-    sampling: str = "grid"  # grid: linspace per parameter (product) | random: uniform draws
-    count: int = 0  # random: number of samples; grid: 0 or exactly the grid size
+    # grid: linspace per parameter (product) | random: uniform draws
+    sampling: str = choice("grid", ("grid", "random"))
+    count: int = bounded(0, ge=0)  # random: number of samples; grid: 0 or exactly the grid size
     ranges: dict[str, list[list[float]]] = field(default_factory=dict)
     grid: dict[str, int] = field(default_factory=dict)  # parameter -> points (sampling=grid)
     exclude: list[dict[str, list[float]]] = field(default_factory=list)  # boxes removed
@@ -61,23 +64,44 @@ class DatagenConfig:
     ood: list[str] = field(default_factory=list)
 
     # Simulation and rendering.
-    world_size: float = 10.0
-    frames: int = 32
-    frame_dt: float = 0.1  # seconds between frames
-    substeps: int = 10  # physics steps per frame (0.01 s steps, as the reference)
-    resolution: int = 128  # H = W pixels
-    render: str = (
-        "aa"  # aa: area coverage (anti-aliased) | paper: the authors' point-sampled soft edge
-    )
+    world_size: float = bounded(10.0, gt=0)
+    frames: int = bounded(32, ge=1)
+    frame_dt: float = bounded(0.1, gt=0)  # seconds between frames
+    substeps: int = bounded(10, ge=1)  # physics steps per frame (0.01 s steps, as the reference)
+    resolution: int = bounded(128, ge=1)  # H = W pixels
+    # aa: area coverage (anti-aliased) | paper: the authors' point-sampled soft edge
+    render: str = choice("aa", ("aa", "paper"))
 
     # Storage.
-    part_size: int = 5000  # samples per part: the unit of parallel, idempotent work
-    shard_size_limit: int = 1 << 26  # bytes per MDS shard
+    part_size: int = bounded(5000, ge=1)  # samples per part: the unit of parallel, idempotent work
+    shard_size_limit: int = bounded(1 << 26, ge=1)  # bytes per MDS shard
     zstd_level: int = 1  # of the frame column; higher levels gain ~1% on these crops, cost more
 
     # Execution (not saved with the dataset).
-    mode: str = "all"  # all: generate + merge | generate: this worker's parts | merge
-    workers: int = 0  # n; 0: SLURM_ARRAY_TASK_COUNT, else 1
-    worker: int = -1  # k; -1: SLURM_ARRAY_TASK_ID (minus SLURM_ARRAY_TASK_MIN), else 0
+    # all: generate + merge | generate: this worker's parts | merge
+    mode: str = choice("all", ("all", "generate", "merge"))
+    workers: int = bounded(0, ge=0)  # n; 0: SLURM_ARRAY_TASK_COUNT, else 1
+    worker: int = bounded(
+        -1, ge=-1
+    )  # k; -1: SLURM_ARRAY_TASK_ID (minus SLURM_ARRAY_TASK_MIN), else 0
     overwrite: bool = False
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        """Every range names a parameter the scene draws (another one would be drawn and never
+        used: a misspelt `ranges.speed` silently kept the default speeds)."""
+        from datagen.scenes import get_scene
+
+        known = getattr(get_scene(self.scene), "RANGES", None)
+        if known is None:
+            return
+        sections = [("ranges", self.ranges)]
+        sections += [(f"groups.{i}.ranges", g.ranges) for i, g in enumerate(self.groups)]
+        for where, ranges in sections:
+            unknown = sorted(set(ranges) - set(known))
+            if unknown:
+                valid = ", ".join(known) or "none (it places its objects itself)"
+                raise DatagenConfigError(
+                    f"unknown range name '{where}.{unknown[0]}': scene '{self.scene}' draws "
+                    f"these parameters from ranges: {valid}"
+                )

@@ -45,6 +45,8 @@ import zstandard
 from numba import njit
 from streaming.base.format.mds import encodings as mds_encodings
 
+from phyworld.cli import UserError
+
 MAGIC = b"PWV4"
 _HEADER = struct.Struct("<4sIIIIII")  # magic, T, H, W, K boxes, flags, CRC-32 of the fields
 _FIELDS = struct.Struct("<IIIII")
@@ -68,7 +70,7 @@ _compressors: dict[int, zstandard.ZstdCompressor] = {}
 _decompressor = zstandard.ZstdDecompressor()
 
 
-class FrameFormatError(ValueError):
+class FrameFormatError(UserError, ValueError):
     """A `video_zstd` column that cannot be decoded (corrupt, truncated or another format)."""
 
 

@@ -38,6 +38,7 @@ from streaming.base.format.mds.reader import MDSReader
 
 from datagen.schema import COLUMNS
 from phyworld import storage
+from phyworld.cli import UserError
 
 DONE = "DONE"
 MANIFEST = "manifest.json"
@@ -45,7 +46,7 @@ INDEX = "index.json"
 CONFIG = "config.yaml"
 
 
-class DatasetError(RuntimeError):
+class DatasetError(UserError, RuntimeError):
     """A dataset that is incomplete or does not match its manifest; the message says the fix."""
 
 
@@ -318,10 +319,15 @@ def _ranges(ks: list[int]) -> str:
 
 
 def read_manifest(root: str) -> dict[str, Any]:
-    """ROOT/manifest.json, or `DatasetError` saying the dataset is incomplete."""
+    """ROOT/manifest.json, or `DatasetError` saying the dataset does not exist or is incomplete."""
     try:
         return json.loads(storage.read_bytes(storage.join(root, MANIFEST)))
     except FileNotFoundError:
+        if not storage.list_files(root):
+            raise DatasetError(
+                f"dataset {root} does not exist (nothing is there): check the path, or write it "
+                f"with `python -m datagen CONFIG output={root}`"
+            ) from None
         raise DatasetError(
             f"{root} has no {MANIFEST}: the dataset is incomplete (generation unfinished or the "
             f"merge not run). Finish it with `python -m datagen CONFIG` (or mode=merge after a "

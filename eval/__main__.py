@@ -1,4 +1,4 @@
-"""`python -m eval CONFIG.yaml checkpoint=PATH [watch=true] [key=value ...]`.
+"""usage: python -m eval CONFIG.yaml checkpoint=PATH [watch=true] [key=value ...]
 
 `checkpoint` is a checkpoint directory (RUN/checkpoints/step_X) or a run directory (its newest
 complete checkpoint; with `watch=true`, every checkpoint as it appears). Results go to the run:
@@ -14,6 +14,7 @@ import phyworld  # noqa: F401  (makes `import streaming` work)
 from eval.config import EvalConfig
 from eval.evaluate import load_nets
 from eval.watch import evaluate_and_record, watch
+from phyworld.cli import run_cli
 from phyworld.config import ConfigError, load_config
 
 
@@ -30,6 +31,7 @@ def run(argv: list[str]) -> int:
         raise ConfigError(
             f"watch=true follows a run: pass checkpoint=RUN (the run directory), not the checkpoint {path}"
         )
+    check_sets(cfg)
     nets = load_nets(cfg)  # weights errors surface before any generation
     if cfg.watch:
         watch(run_dir, cfg, nets)
@@ -40,25 +42,21 @@ def run(argv: list[str]) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    from datagen.shards import DatasetError
-    from eval.evaluate import CheckpointLoadError
-    from eval.fvd import WeightsError
-    from eval.samples import EvalSetError
-    from training.checkpoint import CheckpointError
+def check_sets(cfg: EvalConfig) -> None:
+    """Every eval set reachable and complete, before a checkpoint or network is loaded: an
+    unreachable bucket or a missing dataset is named at once."""
+    from datagen.shards import verify_manifest
+    from phyworld import storage
 
-    try:
-        return run(sys.argv[1:] if argv is None else argv)
-    except (
-        ConfigError,
-        WeightsError,
-        CheckpointLoadError,
-        CheckpointError,
-        EvalSetError,
-        DatasetError,
-    ) as err:
-        print(f"eval: error: {err}", file=sys.stderr)
-        return 2
+    for eval_set in cfg.sets:
+        if storage.is_remote(eval_set.path):
+            storage.check_reachable(eval_set.path)
+        verify_manifest(eval_set.path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m eval`: 0 when done, 2 (with a one-line error) on a user error."""
+    return run_cli("eval", run, __doc__, EvalConfig, argv)
 
 
 if __name__ == "__main__":

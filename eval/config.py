@@ -1,37 +1,45 @@
 """Every evaluation setting, with its default, in one place.
 
 `python -m eval CONFIG.yaml checkpoint=PATH key=value ...` builds an `EvalConfig` from these
-defaults, the YAML file and the overrides (see `phyworld.config.load_config`).
+defaults, the YAML file and the overrides (see `phyworld.config.load_config`, which checks the
+`choice` and `bounded` fields when the config loads).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from phyworld.config import bounded, choice
+
+METRICS = ("step", "paper")  # eval.velocity: per-step |v| error | the paper's vel_error
+PARSERS = ("threshold", "alpha")  # eval.parse: the paper's colour mask | sub-pixel, alpha-weighted
+
 
 @dataclass
 class EvalSetConfig:
     """One eval dataset (a datagen dataset of split `eval`), scored as kinematics or combinatorial.
 
-    On the command line the whole list is replaced at once (JSON/YAML flow syntax):
-    `sets=[{name: uniform_id, path: s3://bucket/uniform_eval_id}]`.
+    On the command line the whole list is replaced at once (JSON/YAML flow syntax,
+    `sets=[{name: uniform_id, path: s3://bucket/uniform_eval_id}]`) or one item's field is set
+    (`sets.0.path=data/uniform_eval_id`).
     """
 
     name: str = "???"  # the label in metrics.jsonl and the report, e.g. "uniform_id"
     path: str = "???"  # local directory or s3://bucket/prefix written by `python -m datagen`
-    kind: str = (
-        "kinematic"  # kinematic (velocity error) | combinatorial (FVD/SSIM/PSNR/LPIPS/abnormal)
-    )
-    max_videos: int = 0  # 0: all videos of the set
+    # kinematic (velocity error) | combinatorial (FVD/SSIM/PSNR/LPIPS/abnormal)
+    kind: str = choice("kinematic", ("kinematic", "combinatorial"))
+    max_videos: int = bounded(0, ge=0)  # 0: all videos of the set
 
 
 @dataclass
 class ParserConfig:
     """Pixels -> ball states. Both parsers run; `primary` is the one the headline number uses."""
 
-    primary: str = "threshold"  # threshold (the paper's) | alpha (sub-pixel, alpha-weighted)
-    threshold: int = 127  # colour mask: the named channel > threshold, the others < threshold
-    alpha_floor: float = 0.05  # alpha parser: pixels count within 1 px of one with alpha >= this
+    primary: str = choice("threshold", PARSERS)  # the one the headline number uses
+    # colour mask: the named channel > threshold, the others < threshold
+    threshold: int = bounded(127, ge=0, le=255)
+    # alpha parser: alpha below this counts as background noise
+    alpha_floor: float = bounded(0.05, ge=0, lt=1)
 
 
 @dataclass
@@ -61,8 +69,9 @@ class FVDConfig:
     sha256: str = ""  # pin of the weights file; "" = not checked
     url: str = ""  # fetched into cache_dir when `weights` is missing (never in tests)
     cache_dir: str = "~/.cache/phyworld"
-    num_videos: int = 256  # fixed N of videos per side (the paper's recipe uses 2048 on GPUs)
-    batch_size: int = 8
+    # fixed N of videos per side (the paper's recipe uses 2048 on GPUs)
+    num_videos: int = bounded(256, ge=2)
+    batch_size: int = bounded(8, ge=1)
 
 
 @dataclass
@@ -78,18 +87,20 @@ class EvalConfig:
     checkpoint: str = ""  # one checkpoint directory (RUN/checkpoints/step_X) or a run directory
     run_dir: str = ""  # where metrics.jsonl / tb / videos go; default: the checkpoint's run
     watch: bool = False  # follow RUN/checkpoints and evaluate each new complete checkpoint once
-    poll_s: float = 60.0  # watcher: seconds between scans
-    stop_after_s: float = 0.0  # watcher: give up after this long with nothing new (0: never; it
-    # also stops once training has written its last checkpoint and that is evaluated)
+    poll_s: float = bounded(60.0, gt=0)  # watcher: seconds between scans
+    # watcher: give up after this long with nothing new (0: never; it also stops once training
+    # has written its last checkpoint and that is evaluated)
+    stop_after_s: float = bounded(0.0, ge=0)
     sets: list[EvalSetConfig] = field(default_factory=list)
     ema: bool = True  # evaluate the EMA weights
     device: str = "auto"  # auto (cuda if available) | cpu | cuda
-    batch_size: int = 16
-    sample_steps: int = 0  # 0: the checkpoint's diffusion.sample_steps
+    batch_size: int = bounded(16, ge=1)
+    sample_steps: int = bounded(0, ge=0)  # 0: the checkpoint's diffusion.sample_steps
     seed: int = 0
     floors: bool = True  # also score ground truth (GT floor) and VAE reconstructions (VAE floor)
-    metric: str = "step"  # kinematic headline: step (per-step |v| error) | paper (paper's tables)
-    num_side_by_side: int = 4  # videos saved as ground truth | VAE | generated
+    # kinematic headline: step (per-step |v| error) | paper (the paper's tables)
+    metric: str = choice("step", METRICS)
+    num_side_by_side: int = bounded(4, ge=0)  # videos saved as ground truth | VAE | generated
     parser: ParserConfig = field(default_factory=ParserConfig)
     abnormal: AbnormalConfig = field(default_factory=AbnormalConfig)
     fvd: FVDConfig = field(default_factory=FVDConfig)

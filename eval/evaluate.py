@@ -9,8 +9,9 @@ generated videos (and of the ground truth, which must be 0).
 Each (checkpoint, set) gives one record: a flat dict of means (`vel_error` is the model error of
 the primary parser in the configured `metric`, `step` or `paper`; every other number is
 `METRIC.PARSER.SOURCE`, e.g. `vel_error.alpha.gt`, `vel_error_paper.threshold.model`; a set
-pooled from several levels also has the headline numbers per level, `vel_error@LEVEL`). Side-by-side videos (ground truth | VAE | generated) go to
-`RUN/eval/videos/` as GIFs and to TensorBoard.
+pooled from several levels also has the headline numbers per level, `vel_error@LEVEL`; a null
+`vel_error` comes with a `note` saying why). Side-by-side videos (ground truth | VAE | generated,
+each panel named above it) go to `RUN/eval/videos/` as GIFs and to TensorBoard.
 """
 
 from __future__ import annotations
@@ -36,10 +37,11 @@ from eval.samples import (
     kinematic_truth,
     stack_frames,
 )
-from eval.velocity import METRICS, paper_velocity_errors, velocity_errors
+from eval.velocity import paper_velocity_errors, velocity_errors
+from phyworld.cli import UserError
 
 
-class CheckpointLoadError(RuntimeError):
+class CheckpointLoadError(UserError, RuntimeError):
     """A checkpoint eval cannot load; the message says why and what to do."""
 
 
@@ -156,8 +158,20 @@ def score_kinematic(
             side_by_side = _side_by_side(videos, cfg.num_side_by_side, gen.resolution)
     if not levels:
         raise EvalSetError(f"eval set '{name}' at {set_cfg.path} holds no videos")
+    record = kinematic_record(per, cfg, scenario, levels)
+    if "note" in record:
+        print(f"[eval] {name}: vel_error is null: {record['note']}", flush=True)
+    return record, side_by_side
+
+
+def kinematic_record(
+    per: dict[str, list[np.ndarray]], cfg: EvalConfig, scenario: str, levels: list[str] = ()
+) -> dict:
+    """The record of a kinematic set from its per-video metrics (`METRIC.PARSER.SOURCE` ->
+    arrays, videos in `levels` order): means, the headline numbers (per level too when the set
+    pools several), and a `note` when there is no velocity error to report."""
     per_video = {key: np.concatenate(v) for key, v in per.items()}
-    record = _headline(per_video, cfg)
+    record: dict[str, Any] = _headline(per_video, cfg)
     record.update({key: _mean([v]) for key, v in sorted(per_video.items())})
     pooled = sorted(set(levels))
     if len(pooled) > 1:  # a pooled set (datagen groups): the headline numbers per level too
@@ -169,12 +183,26 @@ def score_kinematic(
             record[f"n@{level}"] = int((of_level == level).sum())
     record.update(
         n=len(levels),
-        level=pooled[0] if len(pooled) == 1 else "pooled",
+        level="pooled" if len(pooled) > 1 else "".join(pooled),
         scenario=scenario,
         parser=cfg.parser.primary,
         metric=cfg.metric,
     )
-    return record, side_by_side
+    if not np.isfinite(record["vel_error"]):
+        record["note"] = _no_velocity_note(record, cfg.parser.primary, scenario)
+    return record
+
+
+def _no_velocity_note(record: dict, parser: str, scenario: str) -> str:
+    """Why a kinematic set has no velocity error, in words (metrics.jsonl writes NaN as null)."""
+    missing = record.get(f"missing.{parser}.model", float("nan"))
+    if np.isfinite(missing):
+        return (
+            f"the {parser} parser found no ball in the generated videos (missing "
+            f"{missing:.0%} of scored steps): look at the side-by-side videos"
+        )
+    after = " after the collision" if scenario == "collision" else ""
+    return f"no step was scored: no ball stays fully in view after the condition frames{after}"
 
 
 def _headline(per_video: dict[str, np.ndarray], cfg: EvalConfig) -> dict[str, float]:
@@ -247,10 +275,34 @@ def score_combinatorial(
     return record, side_by_side
 
 
+# The panels of the side-by-side videos, left to right: (source, label, label when narrow).
+PANELS = (("gt", "ground truth", "GT"), ("vae", "VAE", "VAE"), ("model", "generated", "gen"))
+LABEL_PX = 12  # height of the white strip above each panel that names it
+
+
 def _side_by_side(videos: dict[str, np.ndarray], keep: int, size: int) -> np.ndarray:
-    """(k, T, R, 3R or 2R, 3) uint8: ground truth | VAE | generated, side by side."""
-    parts = [resize_uint8(videos[s][:keep], size) for s in ("gt", "vae", "model") if s in videos]
+    """(k, T, LABEL_PX + R, 3R or 2R, 3) uint8: ground truth | VAE | generated, side by side,
+    each panel named in a strip above it."""
+    parts = [
+        _labelled(resize_uint8(videos[source][:keep], size), label, short)
+        for source, label, short in PANELS
+        if source in videos
+    ]
     return np.concatenate(parts, axis=3)
+
+
+def _labelled(clip: np.ndarray, label: str, short: str) -> np.ndarray:
+    """(k, T, H, W, 3) -> (k, T, LABEL_PX + H, W, 3): `label` (or `short` if it does not fit)
+    in black on a white strip on top."""
+    from PIL import Image, ImageDraw
+
+    k, t, _, w, _ = clip.shape
+    strip = Image.new("RGB", (w, LABEL_PX), "white")
+    draw = ImageDraw.Draw(strip)
+    text = label if draw.textlength(label) <= w - 2 else short
+    draw.text((1, 0), text, fill="black")
+    header = np.broadcast_to(np.asarray(strip), (k, t, LABEL_PX, w, 3))
+    return np.concatenate([header, clip], axis=2)
 
 
 def load_nets(cfg: EvalConfig) -> dict:
@@ -271,10 +323,6 @@ def evaluate_checkpoint(
         raise EvalSetError(
             "no eval sets configured: add `sets:` to the eval YAML (see configs/eval/)"
         )
-    if cfg.metric not in METRICS:
-        from phyworld.config import ConfigError
-
-        raise ConfigError(f"metric must be one of {', '.join(METRICS)}, got '{cfg.metric}'")
     gen = load_checkpoint(path, cfg)
     step = checkpoint_step(gen.checkpoint)
     records, clips = [], {}

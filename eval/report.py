@@ -1,8 +1,11 @@
-"""`python -m eval.report [out=DIR] RUN [RUN ...]`: gather runs into the paper's table and figure.
+"""usage: python -m eval.report [out=DIR] RUN [RUN ...]
 
-For each run the newest evaluated checkpoint is taken. The table has one row per (model, data,
-eval set): kinematic velocity errors with their GT and VAE floors, combinatorial FVD / SSIM /
-PSNR / LPIPS / abnormal ratio (in-template and out-of-template side by side, as Table 2).
+Gather evaluated training runs into the paper's table and figure. For each run the newest
+evaluated checkpoint is taken; a run with no metrics yet is left out with a note (no run with
+metrics at all is an error), and so is a row the figure cannot place (unknown training-set size,
+no velocity error). The table has one row per (model, data, eval set): kinematic velocity errors
+with their GT and VAE floors, combinatorial FVD / SSIM / PSNR / LPIPS / abnormal ratio
+(in-template and out-of-template side by side, as Table 2).
 The figure is the paper's figure 3: velocity error against training-set size (log-log), one line
 per model size, one panel for in-distribution and one for out-of-distribution (mean over the OOD
 levels), the ground-truth parser floor as a dashed line.
@@ -23,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from eval.watch import read_metrics
+from phyworld.cli import UserError, run_cli
 
 COLUMNS = (
     "model", "data", "data_size", "set", "level", "step",
@@ -30,6 +34,10 @@ COLUMNS = (
     "fvd", "ssim", "psnr", "lpips", "abnormal",
 )  # fmt: skip
 SIZE_ORDER = {"tiny": 0, "S": 1, "B": 2, "L": 3, "XL": 4}
+
+
+class ReportError(UserError):
+    """Runs that cannot be reported; the message says what to do."""
 
 
 def data_size(path: str) -> int | None:
@@ -44,10 +52,13 @@ def data_size(path: str) -> int | None:
 
 def run_rows(run: Path) -> list[dict]:
     """Rows of one run: its newest evaluated checkpoint's records."""
+    if not run.is_dir():
+        raise ReportError(f"run {run} does not exist: pass training run directories (output_dir)")
     records = read_metrics(run)
     if not records:
-        raise FileNotFoundError(
-            f"{run} has no eval/metrics.jsonl: evaluate it with `python -m eval`"
+        raise ReportError(
+            f"run {run} has no eval/metrics.jsonl yet: evaluate it with "
+            f"`python -m eval configs/eval/NAME.yaml checkpoint={run}`"
         )
     step = max(r["step"] for r in records)
     cfg = (
@@ -107,6 +118,20 @@ def write_table2(rows: list[dict], out: Path) -> str:
     return text
 
 
+def figure3_left_out(rows: list[dict]) -> list[str]:
+    """The kinematic rows figure 3 cannot place, each with the reason (printed by the report)."""
+    notes = []
+    for r in rows:
+        where = f"DiT-{r['model']} {r['data']} {r['set']}"
+        if r.get("vel_error") is None and r.get("fvd") is None:
+            notes.append(f"{where}: no velocity error (no ball was found in the generated videos)")
+        elif r.get("vel_error") is not None and r.get("data_size") is None:
+            notes.append(
+                f"{where}: training-set size unknown (the manifest of its data.path cannot be read)"
+            )
+    return notes
+
+
 def figure3_series(rows: list[dict]) -> tuple[dict, float | None]:
     """{(panel, model): [(data_size, error), ...]} and the mean GT floor, from kinematic rows."""
     points: dict[tuple[str, str, int], list[float]] = defaultdict(list)
@@ -153,23 +178,46 @@ def plot_figure3(rows: list[dict], path: Path):
     return fig
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m eval.report", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("runs", nargs="+", type=Path, help="training run directories (evaluated)")
-    parser.add_argument("--out", type=Path, default=Path("report"), help="also as out=DIR")
-    argv = list(sys.argv[1:] if argv is None else argv)
+def parse_args(argv: list[str]) -> tuple[list[Path], Path]:
+    """`[out=DIR] RUN [RUN ...]` -> (runs, out)."""
+    parser = argparse.ArgumentParser(prog="python -m eval.report", add_help=False)
+    parser.add_argument("runs", nargs="*", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("report"))
     argv = [f"--out={a[4:]}" if a.startswith("out=") else a for a in argv]
-    args = parser.parse_args(argv)
-    rows = [row for run in args.runs for row in run_rows(run)]
+    args, unknown = parser.parse_known_args(argv)
+    if unknown or not args.runs:
+        raise ReportError(f"expected [out=DIR] RUN [RUN ...], got {' '.join(argv) or 'nothing'}")
+    return args.runs, args.out
+
+
+def report(argv: list[str]) -> None:
+    """The command: read the runs, write the tables and the figure, say what was left out."""
+    runs, out = parse_args(argv)
+    rows, left_out = [], []
+    for run in runs:
+        try:
+            rows += run_rows(run)
+        except ReportError as err:
+            if not run.is_dir():
+                raise
+            left_out.append(str(err))
+    if not rows:
+        raise ReportError("no run has metrics yet: " + "; ".join(left_out))
     rows.sort(key=lambda r: (SIZE_ORDER.get(r["model"], 9), r["data_size"] or 0, r["set"]))
-    write_table(rows, args.out)
-    write_table2(rows, args.out)
-    plot_figure3(rows, args.out / "fig3_velocity_error.png")
-    print((args.out / "table.md").read_text())
-    print(f"wrote {args.out}/table.md, table.csv, fig3_velocity_error.png")
-    return 0
+    write_table(rows, out)
+    write_table2(rows, out)
+    plot_figure3(rows, out / "fig3_velocity_error.png")
+    print((out / "table.md").read_text())
+    print(f"wrote {out}/table.md, table.csv, fig3_velocity_error.png")
+    for note in left_out:
+        print(f"left out of the report: {note}")
+    for note in figure3_left_out(rows):
+        print(f"left out of figure 3: {note}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m eval.report`: 0 when written, 2 (with a one-line error) on a user error."""
+    return run_cli("eval.report", report, __doc__, argv=argv)
 
 
 if __name__ == "__main__":

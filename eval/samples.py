@@ -9,11 +9,13 @@ from typing import Any
 
 import numpy as np
 
+from phyworld.cli import UserError
+
 # The parser colour of each ball colour the kinematic scenes draw (datagen.physics.RED / BLUE).
 PARSER_COLOUR = {(255, 0, 0): "red", (0, 0, 255): "blue"}
 
 
-class EvalSetError(ValueError):
+class EvalSetError(UserError, ValueError):
     """An eval set that cannot be scored as configured; the message says how to fix it."""
 
 

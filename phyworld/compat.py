@@ -6,11 +6,16 @@ as on our CI machines), `import torchvision` fails with `operator torchvision::n
 We try to load torchvision's compiled ops ourselves; only if that fails do we declare the two op
 schemas its Python code registers fake kernels for. streaming never calls these ops. With a
 working torchvision (a cluster's CUDA stack) nothing is declared.
+
+Warnings: megatron-core warns at import, four times per process, that Transformer Engine and Apex
+are not installed. We use neither on purpose (its local fallbacks are what we call), so that
+warning is silenced; every other warning stays.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from pathlib import Path
 
 import torch
@@ -39,3 +44,10 @@ def ensure_torchvision_importable() -> None:
     for op in ("nms", "qnms"):
         lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     _TORCHVISION_LIB = lib
+
+
+def silence_known_warnings() -> None:
+    """Drop the dependency warnings that say nothing about this run (see the module docstring)."""
+    warnings.filterwarnings(
+        "ignore", message="Transformer Engine and Apex are not installed", category=UserWarning
+    )

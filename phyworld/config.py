@@ -5,26 +5,135 @@ command line with `load_config(SchemaClass, argv)`. A YAML file may name another
 from with `_base_: relative/path.yaml`, so the per-experiment files stay short.
 
 Errors name the problem and the fix: an unknown key lists the valid keys of its section, a wrong
-type says which key and what was expected.
+type says which key and what was expected, a value outside what a field declares (`choice`:
+one of a few values; `bounded`: a numeric range) names the allowed values. A schema checks what
+depends on several fields in its `__post_init__` (run on every loaded config), raising
+`ConfigError`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import operator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    OmegaConfBaseException,
+    ValidationError,
+)
+
+from phyworld.cli import UserError
 
 T = TypeVar("T")
 
 BASE_KEY = "_base_"
+CHOICES = "choices"  # field metadata: the values a field may take
+BOUNDS = "bounds"  # field metadata: ((operator symbol, limit), ...) a numeric field must satisfy
+_COMPARE = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or override that cannot be applied; the message says how to fix it."""
+
+
+def choice(default: Any, choices: Iterable[Any]) -> Any:
+    """A dataclass field that must take one of `choices` (checked by `load_config`)."""
+    choices = tuple(choices)
+    if default not in choices:
+        raise ValueError(f"default {default!r} is not one of its choices {choices}")
+    return dataclasses.field(default=default, metadata={CHOICES: choices})
+
+
+def bounded(
+    default: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+) -> Any:
+    """A numeric dataclass field with bounds (`ge`: >=, `gt`: >, ...) checked by `load_config`."""
+    bounds = tuple(
+        (symbol, limit)
+        for symbol, limit in ((">=", ge), (">", gt), ("<=", le), ("<", lt))
+        if limit is not None
+    )
+    return dataclasses.field(default=default, metadata={BOUNDS: bounds})
+
+
+def _rule(f: dataclasses.Field) -> str:
+    """What a field accepts, in words ("" when anything of its type goes)."""
+    if CHOICES in f.metadata:
+        return "one of " + " | ".join(map(str, f.metadata[CHOICES]))
+    return " and ".join(f"{symbol} {limit:g}" for symbol, limit in f.metadata.get(BOUNDS, ()))
+
+
+def _check_field(f: dataclasses.Field, value: Any, key: str) -> None:
+    """Raise `ConfigError` naming what `key` accepts if `value` is not a declared choice or
+    breaks a declared bound."""
+    if CHOICES in f.metadata and value not in f.metadata[CHOICES]:
+        raise ConfigError(f"bad value for '{key}': {value!r}; set {key} to {_rule(f)}")
+    if not all(_COMPARE[symbol](value, limit) for symbol, limit in f.metadata.get(BOUNDS, ())):
+        raise ConfigError(f"bad value for '{key}': {value!r}; set {key} to a value {_rule(f)}")
+
+
+def _join(prefix: str, name: str | int) -> str:
+    return f"{prefix}.{name}" if prefix else str(name)
+
+
+def _check_values(node: Any, key: str = "") -> None:
+    """Check every declared `choice` / `bounded` field under `node`, recursing into sections,
+    lists and dicts of sections."""
+    if isinstance(node, ListConfig):
+        for i, item in enumerate(node):
+            _check_values(item, _join(key, i))
+        return
+    if not isinstance(node, DictConfig):
+        return
+    schema = OmegaConf.get_type(node)
+    if not (dataclasses.is_dataclass(schema) and isinstance(schema, type)):
+        for name in node:
+            _check_values(node[name], _join(key, name))
+        return
+    for f in dataclasses.fields(schema):
+        value = node[f.name]
+        if CHOICES in f.metadata or BOUNDS in f.metadata:
+            _check_field(f, value, _join(key, f.name))
+        _check_values(value, _join(key, f.name))
+
+
+def describe(schema: type, indent: str = "  ") -> str:
+    """Every setting of `schema` with its default and what it accepts, as indented YAML-like lines
+    (the `--help` text of the entry points)."""
+    lines = []
+    for f in dataclasses.fields(schema):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            lines.append(f"{indent}{f.name}:")
+            lines.append(describe(type(default), indent + "  "))
+            continue
+        shown = yaml.safe_dump(_plain(default), default_flow_style=True, width=1000).strip()
+        shown = shown.removesuffix("\n...").strip()
+        rule = _rule(f)
+        lines.append(f"{indent}{f.name}: {shown}" + (f"  # {rule}" if rule else ""))
+    return "\n".join(lines)
+
+
+def _plain(value: Any) -> Any:
+    """A default as YAML can show it (tuples as lists, dataclass items as dicts)."""
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -46,33 +155,100 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return OmegaConf.to_container(merged)  # type: ignore[return-value]
 
 
-def _valid_keys(schema: DictConfig, dotted: str) -> list[str]:
-    """The keys of the section that `dotted` (a.b.c) points into."""
-    node: Any = schema
-    for part in dotted.split(".")[:-1]:
+def _mark_required(cfg: DictConfig, data: dict[str, Any], prefix: str = "") -> None:
+    """A YAML value `???` makes the key required (a merge alone keeps the schema's default)."""
+    for key, value in data.items():
+        if isinstance(value, dict):
+            _mark_required(cfg, value, _join(prefix, key))
+        elif value == MISSING:
+            OmegaConf.update(cfg, _join(prefix, key), MISSING, merge=False)
+
+
+def _parts(key: str) -> list[str]:
+    """`a.b[0].c` or `a.b.0.c` -> ["a", "b", "0", "c"]."""
+    return key.replace("[", ".").replace("]", "").split(".")
+
+
+def _section(cfg: DictConfig, key: str) -> Any:
+    """The node that holds the last part of `key` (as far as it exists)."""
+    node: Any = cfg
+    for part in _parts(key)[:-1]:
         if isinstance(node, DictConfig) and part in node:
             node = node[part]
+        elif isinstance(node, ListConfig) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
         else:
             break
+    return node
+
+
+def _valid_keys(cfg: DictConfig, key: str) -> list[str]:
+    """The keys of the section that `key` points into."""
+    node = _section(cfg, key)
     return sorted(node.keys()) if isinstance(node, DictConfig) else []
 
 
-def _explain(err: OmegaConfBaseException, schema: DictConfig, source: str) -> ConfigError:
-    key = getattr(err, "full_key", None) or ""
-    if isinstance(err, ConfigKeyError):
-        valid = ", ".join(_valid_keys(schema, key)) or "(none)"
+def _explain(err: OmegaConfBaseException, cfg: DictConfig, source: str) -> ConfigError:
+    key = ".".join(_parts(getattr(err, "full_key", None) or ""))
+    if isinstance(err, ConfigKeyError | ConfigAttributeError):
+        valid = ", ".join(_valid_keys(cfg, key)) or "(none)"
         return ConfigError(f"{source}: unknown config key '{key}'. Valid keys here: {valid}")
     if isinstance(err, ValidationError):
         return ConfigError(f"{source}: bad value for '{key}': {err.msg}")
     return ConfigError(f"{source}: {err}")
 
 
+def _check_list_index(cfg: DictConfig, override: str) -> None:
+    """`sets.5.path=...` on a list of 2: name the list's length (omegaconf's message does not)."""
+    key = override.split("=", 1)[0]
+    node: Any = cfg
+    for i, part in enumerate(_parts(key)[:-1]):
+        if isinstance(node, ListConfig):
+            where = ".".join(_parts(key)[:i])
+            if not part.isdigit() or int(part) >= len(node):
+                held = f"of {len(node)} item(s), indices 0-{len(node) - 1}" if node else "empty"
+                raise ConfigError(
+                    f"command line: '{override}': '{where}' is a list ({held}); set an item "
+                    f"with {where}.N.field=... or replace the list with {where}=[...]"
+                )
+            node = node[int(part)]
+        elif isinstance(node, DictConfig) and part in node:
+            node = node[part]
+        else:
+            return
+
+
+def _apply_overrides(cfg: DictConfig, overrides: list[str]) -> None:
+    """`key=value` in order; a list item is addressed by its index (`sets.0.path=...`)."""
+    for override in overrides:
+        _check_list_index(cfg, override)
+        try:
+            cfg.merge_with_dotlist([override])
+        except OmegaConfBaseException as err:
+            raise _explain(err, cfg, "command line") from None
+
+
+def _validate(cfg: DictConfig) -> None:
+    """Declared choices and bounds, then the schemas' own `__post_init__` checks."""
+    _check_values(cfg)
+    try:
+        OmegaConf.to_object(cfg)  # builds the dataclasses: runs each `__post_init__`
+    except OmegaConfBaseException as err:
+        raise _explain(err, cfg, "config") from None
+
+
 def load_config(schema: type[T], argv: list[str] | None = None) -> T:
-    """Build a config of type `schema` from `[CONFIG.yaml] [key=value ...]`.
+    """Build a config of type `schema` from `[CONFIG.yaml] [key=value ...]`, checked.
 
     Returns an OmegaConf-backed object that behaves like `schema` (attribute access, typed).
     """
     argv = list(argv or [])
+    options = [a for a in argv if a.startswith("-") and "=" not in a]
+    if options:
+        raise ConfigError(
+            f"unknown option {options[0]}: the arguments are CONFIG.yaml [key=value ...] "
+            "(--help lists every setting)"
+        )
     files = [a for a in argv if "=" not in a]
     overrides = [a for a in argv if "=" in a]
     if len(files) > 1:
@@ -82,18 +258,18 @@ def load_config(schema: type[T], argv: list[str] | None = None) -> T:
     cfg = OmegaConf.structured(schema)
     try:
         if files:
-            cfg = OmegaConf.merge(cfg, _read_yaml(Path(files[0])))
+            data = _read_yaml(Path(files[0]))
+            cfg = OmegaConf.merge(cfg, data)
+            _mark_required(cfg, data)
     except OmegaConfBaseException as err:
         raise _explain(err, cfg, files[0]) from None
-    try:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
-    except OmegaConfBaseException as err:
-        raise _explain(err, cfg, "command line") from None
+    _apply_overrides(cfg, overrides)
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(
             f"missing required config values: {missing}; set them in YAML or as key=value"
         )
+    _validate(cfg)
     OmegaConf.set_readonly(cfg, True)
     return cfg  # type: ignore[return-value]
 

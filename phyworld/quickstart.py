@@ -1,4 +1,6 @@
-"""`python -m phyworld.quickstart [out=DIR] [key=value ...]`: the whole pipeline on one CPU.
+"""usage: python -m phyworld.quickstart [out=DIR] [key=value ...]
+
+The whole pipeline on one CPU.
 
 In a few minutes, without Slurm or S3:
   1. datagen   a small uniform-motion training set (a v x r grid) and two eval sets: in
@@ -14,13 +16,17 @@ a stage whose output exists is skipped, so an interrupted quickstart picks up wh
 from __future__ import annotations
 
 import json
+import math
+import shlex
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from phyworld.config import ConfigError, load_config
+from phyworld.cli import run_cli
+from phyworld.config import bounded, choice, load_config
+from training.config import MODEL_SIZES
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = Path("eval") / "metrics.jsonl"  # under the run, written by `python -m eval`
@@ -34,24 +40,29 @@ EVAL_SETS = {
 @dataclass
 class QuickstartConfig:
     out: str = "quickstart"  # everything goes under this directory
-    resolution: int = 32  # pixels (the paper trains at 128)
-    frames: int = 8  # per video (the paper: 32); the first 3 are the condition
-    grid_v: int = 32  # training set: grid_v velocities x grid_r radii
-    grid_r: int = 8
-    eval_videos: int = 32  # per eval set
-    model_size: str = "tiny"  # DiT size (tiny | S | ...); S is ~100x slower per step on a CPU
-    steps: int = 1200  # training steps (about 100 s on 2 idle cores)
-    lr: float = 2e-3
-    sample_steps: int = 10  # Euler steps when generating for eval
+    resolution: int = bounded(32, ge=8)  # pixels (the paper trains at 128)
+    frames: int = bounded(8, ge=5)  # per video (the paper: 32); the first 3 are the condition
+    grid_v: int = bounded(32, ge=1)  # training set: grid_v velocities x grid_r radii
+    grid_r: int = bounded(8, ge=1)
+    eval_videos: int = bounded(32, ge=1)  # per eval set
+    model_size: str = choice("tiny", MODEL_SIZES)  # S is ~100x slower per step on a CPU
+    steps: int = bounded(1200, ge=1)  # training steps (about 100 s on 2 idle cores)
+    lr: float = bounded(2e-3, gt=0)
+    sample_steps: int = bounded(10, ge=1)  # Euler steps when generating for eval
 
 
 def _say(message: str) -> None:
     print(f"\n[quickstart {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+def command_line(module: str, args: list[str]) -> str:
+    """`python -m module args` as a shell line: pasted into a shell, it runs as is."""
+    return shlex.join(["python", "-m", module, *args])
+
+
 def _python(module: str, args: list[str]) -> None:
     """Run `python -m module args` in a fresh process, showing the command; fail loudly."""
-    shown = " ".join(["python", "-m", module, *args])
+    shown = command_line(module, args)
     print(f"$ {shown}", flush=True)
     result = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO)
     if result.returncode != 0:
@@ -145,10 +156,15 @@ def velocity_errors(run: Path) -> dict[str, tuple[float, float]]:
     rows = metric_rows(run)
     newest = max(row["step"] for row in rows)
     return {
-        row["set"]: (float(row["vel_error"]), float(row.get("vel_error_gt", "nan")))
+        row["set"]: (_number(row.get("vel_error")), _number(row.get("vel_error_gt")))
         for row in rows
         if row["step"] == newest
     }
+
+
+def _number(value: float | None) -> float:
+    """A metric of metrics.jsonl (null: not measured, e.g. no ball found) as a float (NaN)."""
+    return float("nan") if value is None else float(value)
 
 
 def main(argv: list[str]) -> None:
@@ -169,13 +185,18 @@ def main(argv: list[str]) -> None:
     _say(f"done in {time.monotonic() - t0:.0f} s")
     print(f"  metrics      {run / METRICS}")
     print(f"  TensorBoard  tensorboard --logdir {run / 'tb'}")
-    print(f"  videos       {run / 'eval'} (ground truth | generated), and TensorBoard's Images tab")
+    print(
+        f"  videos       {run / 'eval' / 'videos'} (ground truth | VAE | generated, labelled), "
+        "and TensorBoard's Images tab"
+    )
     print(f"  report       {report} (table.md, fig3_velocity_error.png)")
     errors = velocity_errors(run)
     for name, (model, floor) in errors.items():
         print(f"  {name:<20} velocity error {model:.3f} (ground-truth floor {floor:.3f})")
     (id_err, _), (ood_err, _) = errors["uniform_eval_id"], errors["uniform_eval_v_out"]
-    if id_err * 3 < ood_err:
+    if math.isnan(id_err) or math.isnan(ood_err):
+        shape = "no ball found in the generated videos (see metrics.jsonl's note): train longer"
+    elif id_err * 3 < ood_err:
         shape = "well below, as in the paper"
     elif id_err < ood_err:
         shape = "the paper's direction, not yet its size: see docs/quickstart.md"
@@ -187,7 +208,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except ConfigError as err:
-        sys.exit(f"quickstart: error: {err}")
+    sys.exit(run_cli("phyworld.quickstart", main, __doc__, QuickstartConfig))

@@ -17,8 +17,10 @@ import shutil
 from functools import cache
 from pathlib import Path
 
+from phyworld.cli import UserError
 
-class StorageError(OSError):
+
+class StorageError(UserError, OSError):
     """A location that cannot be read or written; the message names it and the fix."""
 
 

@@ -1,4 +1,9 @@
-"""`python -m training CONFIG.yaml [key=value ...]`: see training/train.py.
+"""usage: python -m training CONFIG.yaml [key=value ...]
+       torchrun --nproc-per-node N -m training CONFIG.yaml [key=value ...]
+
+Train a video DiT on a datagen dataset (data.path) into a run directory (output_dir) with
+DeepSpeed; relaunching into the same output_dir resumes. See docs/training.md and
+training/train.py; configs/train/ has one file per model size x scenario of the paper.
 
 A bad config, checkpoint or dataset ends the run with `training: error: ...` (the problem and the
 fix, no traceback) and exit status 2. An object store that stays unreachable (`StorageUnavailable`)
@@ -11,38 +16,25 @@ import os
 import signal
 import sys
 
-from phyworld.config import ConfigError
-from training.checkpoint import CheckpointError
-from training.data import DataError, StorageUnavailable
-from training.distributed import DeviceError
-from training.engine import EngineConfigError
-from training.parallel.groups import ParallelError
-from training.preemption import requeue
-from training.train import main
-from training.vae import AutoencoderError
+from phyworld.cli import run_cli
+from training.config import TrainConfig
 
-USER_ERRORS = (
-    ConfigError,
-    CheckpointError,
-    DataError,
-    DeviceError,
-    EngineConfigError,
-    ParallelError,
-    AutoencoderError,
-)
+STORAGE_UNAVAILABLE = 75  # EX_TEMPFAIL: try again later (the job is requeued)
 
-if __name__ == "__main__":
+
+def train(argv: list[str]) -> int:
+    """The command: `training.train.main` (imported here: `--help` needs no DeepSpeed)."""
+    from training.data import StorageUnavailable
+    from training.preemption import requeue
+    from training.train import main
+
     try:
-        main(sys.argv[1:])
+        main(argv)
     except StorageUnavailable as err:  # on the rank that waited for it, whichever that is
         rank = os.environ.get("RANK", "0")
         print(f"training: error: [rank {rank}] {err}", file=sys.stderr, flush=True)
         requeue()
-        sys.exit(75)
-    except USER_ERRORS as err:
-        if os.environ.get("RANK", "0") == "0":
-            print(f"training: error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        return STORAGE_UNAVAILABLE
     finally:
         # Loader workers ignore SIGTERM (a preemption's is for the trainer, which still needs
         # them), so a run ending on an error would wait for them at exit until the watchdog.
@@ -51,3 +43,14 @@ if __name__ == "__main__":
         for child in multiprocessing.active_children():
             child.kill()
             child.join()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m training`: 0 when done, 2 (with a one-line error) on a user error, 75 when the
+    object store stayed unreachable (requeued)."""
+    return run_cli("training", train, __doc__, TrainConfig, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

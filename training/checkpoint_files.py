@@ -24,13 +24,14 @@ from typing import IO, Any
 
 import torch
 
+from phyworld.cli import UserError
 from phyworld.storage import fsync_path, write_bytes
 
 COMPLETE = "COMPLETE"
 TRASH = ".trash_"  # prefix of checkpoints being deleted: never read, finished on sight
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be used as asked; the message says what to do."""
 
 

@@ -1,26 +1,33 @@
 """Every training setting, with its default, in one place.
 
 `python -m training CONFIG.yaml key=value ...` builds a `TrainConfig` from these defaults, the
-YAML file and the overrides (see `phyworld.config.load_config`).
+YAML file and the overrides (see `phyworld.config.load_config`), which checks each `choice`
+and `bounded` field when the config loads (a wrong value names the allowed ones).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from phyworld.config import bounded, choice
+
+MODEL_SIZES = ("tiny", "S", "B", "L", "XL")  # the keys of training.model.DIT_CONFIGS
+PREDICTIONS = ("velocity", "x0")  # what the network outputs (training.diffusion)
+TIMESTEP_SAMPLING = ("logit_normal", "uniform")
+
 
 @dataclass
 class ModelConfig:
     """The video DiT. `size` picks depth/hidden/heads from `training.model.DIT_CONFIGS`."""
 
-    size: str = "S"  # tiny | S | B | L | XL
-    patch_t: int = 1  # patch size along time (latent frames)
-    patch_hw: int = 2  # patch size along height and width (latent pixels)
-    mlp_ratio: float = 4.0
-    rope_theta: float = 10000.0
+    size: str = choice("S", MODEL_SIZES)
+    patch_t: int = bounded(1, ge=1)  # patch size along time (latent frames)
+    patch_hw: int = bounded(2, ge=1)  # patch size along height and width (latent pixels)
+    mlp_ratio: float = bounded(4.0, gt=0)
+    rope_theta: float = bounded(10000.0, gt=0)
     # single: one timestep-modulation MLP shared by all blocks plus a learned offset per block
     # (PixArt-alpha; matches the paper's parameter counts); per_block: image DiT's adaLN-Zero.
-    adaln: str = "single"
+    adaln: str = choice("single", ("single", "per_block"))
     activation_checkpointing: bool = False  # recompute each block in backward to save memory
 
 
@@ -28,25 +35,28 @@ class ModelConfig:
 class VAEConfig:
     """The frozen autoencoder between pixels and latents (never compresses time)."""
 
-    kind: str = "pixel"  # pixel | ours | diffusers
+    kind: str = choice("pixel", ("pixel", "ours", "diffusers"))
     # ours: the output_dir of `python -m training.vae`; diffusers: a local AutoencoderKL folder
     # (or a diffusers pipeline folder with vae/)
     path: str = ""
-    downsample: int = 4  # spatial factor of the `pixel` kind (pixel-unshuffle)
+    downsample: int = bounded(4, ge=1)  # spatial factor of the `pixel` kind (pixel-unshuffle)
     # latents = (z - shift) * scaling_factor; 0: the autoencoder's own (pixel 1, ours: saved
     # 1/std of its latents, diffusers: its config's scaling_factor)
-    scaling_factor: float = 0.0
-    chunk_frames: int = 64  # frames encoded or decoded at once (bounds activation memory)
+    scaling_factor: float = bounded(0.0, ge=0)
+    chunk_frames: int = bounded(
+        64, ge=1
+    )  # frames encoded or decoded at once (bounds activation memory)
 
 
 @dataclass
 class DiffusionConfig:
     """Rectified flow: x_t = (1 - t) x0 + t noise, the model predicts noise - x0."""
 
-    cond_frames: int = 3  # c: 3 for kinematics, 1 for combinatorial scenes
-    sample_steps: int = 10  # Euler steps used by eval and the logged videos
-    timestep_sampling: str = "logit_normal"  # logit_normal | uniform
-    prediction: str = "velocity"  # what the network outputs: velocity | x0 (see training.diffusion)
+    cond_frames: int = bounded(3, ge=1)  # c: 3 for kinematics, 1 for combinatorial scenes
+    sample_steps: int = bounded(10, ge=1)  # Euler steps used by eval and the logged videos
+    timestep_sampling: str = choice("logit_normal", TIMESTEP_SAMPLING)
+    # what the network outputs (see training.diffusion)
+    prediction: str = choice("velocity", PREDICTIONS)
 
 
 @dataclass
@@ -54,10 +64,12 @@ class DataConfig:
     """Where training samples come from: a datagen dataset (videos) or an encoded one (latents)."""
 
     path: str = "???"  # local directory or s3://bucket/prefix
-    kind: str = "videos"  # videos | latents
-    frames: int = 32  # frames per sample used for training (first `frames` of each video)
-    resolution: int = 128  # videos are resized to this if stored larger
-    num_workers: int = 2
+    kind: str = choice("videos", ("videos", "latents"))
+    frames: int = bounded(
+        32, ge=1
+    )  # frames per sample used for training (first `frames` of each video)
+    resolution: int = bounded(128, ge=1)  # videos are resized to this if stored larger
+    num_workers: int = bounded(2, ge=0)
     shuffle: bool = True
     shuffle_seed: int = 0
     cache_dir: str = ""  # local cache for remote datasets; default: a temp dir per run
@@ -67,44 +79,46 @@ class DataConfig:
     # Remote datasets: a failed download (connection, timeout, 5xx) is retried with backoff for
     # this long, then the run stops (requeued under Slurm). Keep it well below
     # parallel.collective_timeout_s: the other ranks wait for this one meanwhile.
-    download_retry_s: float = 300.0
-    download_timeout_s: float = 60.0  # per attempt (streaming's download_timeout)
+    download_retry_s: float = bounded(300.0, ge=0)
+    download_timeout_s: float = bounded(60.0, gt=0)  # per attempt (streaming's download_timeout)
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-4
-    weight_decay: float = 0.0
+    lr: float = bounded(1e-4, gt=0)
+    weight_decay: float = bounded(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    grad_clip: float = 1.0
-    warmup_steps: int = 1000
-    schedule: str = "constant"  # constant | cosine
-    min_lr_ratio: float = 0.1  # cosine ends at lr * min_lr_ratio
-    ema_decay: float = 0.9999
+    eps: float = bounded(1e-8, gt=0)
+    grad_clip: float = bounded(1.0, ge=0)  # 0: no clipping
+    warmup_steps: int = bounded(1000, ge=0)
+    schedule: str = choice("constant", ("constant", "cosine"))
+    min_lr_ratio: float = bounded(0.1, ge=0, le=1)  # cosine ends at lr * min_lr_ratio
+    ema_decay: float = bounded(0.9999, ge=0, le=1)
 
 
 @dataclass
 class ParallelConfig:
-    zero_stage: int = 2  # 0 | 1 | 2 | 3
+    zero_stage: int = choice(2, (0, 1, 2, 3))
     # Ulysses: GPUs that split one sample's tokens (data parallel = world / this). Must divide the
     # heads, the token count and the GPUs per node; ZeRO stage <= 2. See docs/parallel.md.
-    sequence_parallel_size: int = 1
-    micro_batch_size: int = 8  # per GPU
-    grad_accum_steps: int = 1
-    global_batch_size: int = 0  # 0: derived; else checked = micro x accum x data-parallel size
-    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
+    sequence_parallel_size: int = bounded(1, ge=1)
+    micro_batch_size: int = bounded(8, ge=1)  # per GPU
+    grad_accum_steps: int = bounded(1, ge=1)
+    # 0: derived; else checked = micro x accum x data-parallel size
+    global_batch_size: int = bounded(0, ge=0)
+    precision: str = choice("auto", ("auto", "bf16", "fp32"))  # auto: bf16 on GPU, fp32 on CPU
     # auto: CUDA when it works, the CPU (gloo) only when no GPU was requested (CUDA_VISIBLE_DEVICES,
     # SLURM_GPUS*): GPUs asked for but unusable is an error, never a silent CPU run. cpu: on purpose.
-    device: str = "auto"  # auto | cuda | cpu
+    device: str = choice("auto", ("auto", "cuda", "cpu"))
     compile: bool = False  # torch.compile each DiT block (CUDA; the first steps compile)
-    collective_timeout_s: int = 600  # a hung collective fails with step and rank named
+    # a hung collective fails with step and rank named
+    collective_timeout_s: int = bounded(600, ge=1)
 
 
 @dataclass
 class CheckpointConfig:
-    every_steps: int = 1000
-    keep_last: int = 3
+    every_steps: int = bounded(1000, ge=1)
+    keep_last: int = bounded(3, ge=1)
     resume: bool = True  # resume automatically from RUN/checkpoints/latest
     # A new run starting from a checkpoint's weights.pt (model + EMA) with a fresh optimizer.
     init_from: str = ""
@@ -112,16 +126,19 @@ class CheckpointConfig:
 
 @dataclass
 class LoggingConfig:
-    every_steps: int = 10  # stdout step logs and TensorBoard scalars
-    video_every_steps: int = 1000  # ground truth | generated video in TensorBoard (0: never)
-    peak_tflops: float = 0.0  # per-device peak for MFU; 0: guessed from the device name
+    every_steps: int = bounded(10, ge=1)  # stdout step logs and TensorBoard scalars
+    # ground truth | generated video in TensorBoard (0: never)
+    video_every_steps: int = bounded(1000, ge=0)
+    peak_tflops: float = bounded(
+        0.0, ge=0
+    )  # per-device peak for MFU; 0: guessed from the device name
 
 
 @dataclass
 class TrainConfig:
     output_dir: str = "???"
     seed: int = 0
-    max_steps: int = 100_000
+    max_steps: int = bounded(100_000, ge=1)
     model: ModelConfig = field(default_factory=ModelConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)

@@ -46,12 +46,13 @@ from streaming.base.util import clean_stale_shared_memory
 
 # `schema` registers the `video_zstd` frames encoding (in loader workers too)
 from datagen import schema, shards
+from phyworld.cli import UserError
 from training.config import DataConfig
 
 T = TypeVar("T")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A dataset that cannot be trained on; the message says why and what to do."""
 
     def __init__(self, message: str) -> None:

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-TIMESTEP_SAMPLING = ("logit_normal", "uniform")
-PREDICTIONS = ("velocity", "x0")
+from training.config import PREDICTIONS, TIMESTEP_SAMPLING
+
 MIN_T = 0.05  # x0 prediction: t below this is treated as this in v = (x_t - x0_hat) / t
 
 

@@ -16,6 +16,8 @@ from datetime import timedelta
 
 import torch
 
+from phyworld.cli import UserError
+
 DEVICES = ("auto", "cuda", "cpu")
 # What says this process was given GPUs: CUDA's own variable and Slurm's (counts are N, type:N or
 # a list of indices; 0, -1 and empty mean none).
@@ -30,7 +32,7 @@ GPU_REQUEST_VARS = (
 )
 
 
-class DeviceError(RuntimeError):
+class DeviceError(UserError, RuntimeError):
     """GPUs were asked for but this process cannot use them; the message names the fix."""
 
 

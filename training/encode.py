@@ -191,4 +191,6 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from phyworld.cli import run_cli
+
+    sys.exit(run_cli("training.encode", main, __doc__, EncodeConfig))

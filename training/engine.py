@@ -13,13 +13,14 @@ from typing import Any
 
 import torch
 
+from phyworld.cli import UserError
 from training.checkpoint import RunShape
 from training.config import TrainConfig
 from training.model import DIT_CONFIGS
 from training.parallel.layout import check_heads, check_sp_size, check_zero_stage
 
 
-class EngineConfigError(ValueError):
+class EngineConfigError(UserError, ValueError):
     """A parallelism or optimizer setting that cannot work; the message says how to fix it."""
 
 

@@ -1,7 +1,8 @@
 """What a run reports: step logs on stdout and TensorBoard scalars and videos (rank 0 writes).
 
-Throughput is measured between two log lines; MFU is the model FLOPs of those steps over the
-devices' peak. FLOPs per training sample follow the usual transformer count: 6 x parameters x
+Throughput is measured between two log lines, never over the first step of a process (it
+includes the start-up: loader workers, first shard reads, kernel warm-up), so the first log line
+has none; MFU is the model FLOPs of those steps over the devices' peak. FLOPs per training sample follow the usual transformer count: 6 x parameters x
 tokens for the linear layers (forward + backward) plus 12 x depth x tokens^2 x hidden for
 attention scores and values.
 """
@@ -69,7 +70,7 @@ class Metrics:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(Path(run_dir) / "tb"))
-        self._t0 = time.perf_counter()
+        self._t0: float | None = None  # starts at the end of the first step (after start-up)
         self._samples = 0
 
     def log_text(self, tag: str, text: str, step: int) -> None:
@@ -80,29 +81,37 @@ class Metrics:
         self, step: int, loss: float, lr: float, grad_norm: float, samples: int, log: bool
     ) -> None:
         """Account for one optimizer step of `samples` samples (all ranks); log when `log`."""
-        self._samples += samples
+        now = time.perf_counter()
+        if self._t0 is None:  # the first step of this process: start-up, not throughput
+            self._t0 = now
+        else:
+            self._samples += samples
         if not log:
             return
-        elapsed = max(time.perf_counter() - self._t0, 1e-9)
-        samples_s = self._samples / elapsed
         scalars = {
             "train/loss": loss,
             "train/lr": lr,
             "train/grad_norm": grad_norm,
-            "perf/samples_per_s": samples_s,
-            "perf/tokens_per_s": samples_s * self.tokens_per_sample,
             "perf/peak_memory_gib": peak_memory_gib(),
         }
-        if self.peak_flops > 0:
-            scalars["perf/mfu"] = samples_s * self.flops_per_sample / self.peak_flops
+        throughput = ""
+        if self._samples:
+            samples_s = self._samples / max(now - self._t0, 1e-9)
+            scalars["perf/samples_per_s"] = samples_s
+            scalars["perf/tokens_per_s"] = samples_s * self.tokens_per_sample
+            throughput = (
+                f"{samples_s:.1f} samples/s | {samples_s * self.tokens_per_sample:.0f} tokens/s"
+            )
+            if self.peak_flops > 0:
+                scalars["perf/mfu"] = samples_s * self.flops_per_sample / self.peak_flops
+                throughput += f" mfu {scalars['perf/mfu']:.1%}"
+            throughput += " | "
         if self.writer is not None:
             for tag, value in scalars.items():
                 self.writer.add_scalar(tag, value, step)
-            mfu = f" mfu {scalars['perf/mfu']:.1%}" if "perf/mfu" in scalars else ""
             print(
                 f"step {step:>7d} | loss {loss:.5f} | lr {lr:.2e} | grad norm {grad_norm:.3f} | "
-                f"{samples_s:.1f} samples/s | {scalars['perf/tokens_per_s']:.0f} tokens/s{mfu} | "
-                f"peak mem {scalars['perf/peak_memory_gib']:.2f} GiB",
+                f"{throughput}peak mem {scalars['perf/peak_memory_gib']:.2f} GiB",
                 flush=True,
             )
         self._t0, self._samples = time.perf_counter(), 0

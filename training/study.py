@@ -1,17 +1,20 @@
-"""`python -m training.study configs/studies/NAME.yaml [dry_run=true] [key=value ...]`
+"""usage: python -m training.study configs/studies/NAME.yaml [dry_run=true] [key=value ...]
 
 Submits a whole scaling study to Slurm as one chain of jobs:
 
-  datasets (datagen job arrays) -> training runs (model size x training set, per grid)
+  datasets (datagen job arrays) -> our VAE (`vaes`, for grids that train on its latents)
+                                -> training runs (model size x training set, per grid)
                                 -> an eval watcher beside each run
   all runs and watchers         -> one report job (the table and the figure-3 plot)
 
-each link a `--dependency`. Re-submitting skips what is done (a dataset with its manifest, a run
-whose latest checkpoint reached `max_steps`) and waits on what is already queued or running (a
-job of the same name) instead of submitting it twice. `dry_run=true` prints the sbatch lines and
-the GPU-hours estimate, and submits nothing.
+each link a `--dependency`. Re-submitting skips what is done (a dataset with its manifest, a VAE
+with its vae.json, a run whose latest checkpoint reached `max_steps`) and waits on what is
+already queued or running (a job of the same name) instead of submitting it twice.
+`dry_run=true` prints the sbatch lines and the GPU-hours estimate, and submits nothing.
 
-Every sbatch goes through `slurm/submit.sh`, so the site settings of `slurm/site.sh` apply.
+Every sbatch goes through `slurm/submit.sh`, so the site settings of `slurm/site.sh` apply; the
+data and run roots default to its PHYWORLD_DATA_ROOT and PHYWORLD_RUN_ROOT (the environment
+wins, as in the jobs).
 """
 
 from __future__ import annotations
@@ -26,11 +29,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from phyworld.cli import run_cli
 from phyworld.config import ConfigError, load_config
 from training.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SUBMIT = REPO / "slurm" / "submit.sh"
+SITE = REPO / "slurm" / "site.sh"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -48,6 +53,17 @@ class DatasetSpec:
 
 
 @dataclass
+class VAESpec:
+    """Our VAE (`python -m training.vae`), trained into RUN_ROOT/vae_KEY before the grids that
+    name it (`GridSpec.vae`) train on its latents."""
+
+    config: str = "???"  # training.vae YAML, relative to the repository
+    data: str = "???"  # key of `datasets`: the training videos
+    eval_data: str = ""  # key of `datasets`: held-out videos ("": the first of `data`)
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
 class GridSpec:
     """Training runs: every model size x every training set, all with the same train config."""
 
@@ -59,6 +75,8 @@ class GridSpec:
     eval_kind: str = "kinematic"  # kinematic | combinatorial
     eval_config: str = ""  # eval YAML of the watchers; "": the study's `eval_config`
     overrides: list[str] = field(default_factory=list)  # key=value for every run of the grid
+    # key of the study's `vaes`: trained first; every run gets vae.kind=ours vae.path=its output
+    vae: str = ""
 
 
 @dataclass
@@ -75,6 +93,7 @@ class StudyConfig:
     data_root: str = ""  # default: $PHYWORLD_DATA_ROOT/{name}
     run_root: str = ""  # default: $PHYWORLD_RUN_ROOT/{name}
     datasets: dict[str, DatasetSpec] = field(default_factory=dict)
+    vaes: dict[str, VAESpec] = field(default_factory=dict)
     grids: list[GridSpec] = field(default_factory=list)
     eval_config: str = ""  # eval YAML of the watchers of every grid ("": no watchers)
     # The watcher ends after this long without a new checkpoint (so the report can run).
@@ -119,15 +138,31 @@ class Job:
         return [*line, str(REPO / self.script), *self.args]
 
 
+def site_setting(name: str) -> str:
+    """A variable as slurm/site.sh sets it for the jobs (the environment wins, as in the file)."""
+    script = 'source "$1" >/dev/null 2>&1; printf %s "${!2:-}"'
+    out = subprocess.run(
+        ["bash", "-c", script, "bash", str(SITE), name], capture_output=True, text=True
+    )
+    return out.stdout if out.returncode == 0 else os.environ.get(name, "")
+
+
 def _root(explicit: str, env: str, name: str) -> str:
     if explicit:
         return explicit
-    base = os.environ.get(env)
+    base = site_setting(env)
     if not base:
         raise ConfigError(
             f"set `{env.lower().removeprefix('phyworld_')}` in the study or {env} (slurm/site.sh)"
         )
     return f"{base.rstrip('/')}/{name}"
+
+
+def vae_trained(path: str) -> bool:
+    """Whether `path` holds a trained VAE (`python -m training.vae` writes vae.json last)."""
+    from training.vae import VAE_JSON
+
+    return (Path(path) / VAE_JSON).is_file()
 
 
 def dataset_complete(root: str) -> bool:
@@ -183,15 +218,20 @@ def train_gpu_hours(cfg: TrainConfig, gpus: int, cost: CostModel) -> float:
 
 def plan(study: StudyConfig) -> list[Job]:
     """Every job of the study in submission order, each marked done or not."""
+    from training.vae import VAETrainConfig
+
     data_root = _root(study.data_root, "PHYWORLD_DATA_ROOT", study.name)
     run_root = _root(study.run_root, "PHYWORLD_RUN_ROOT", study.name)
     prefix = f"pw-{study.name}"
     jobs: list[Job] = []
 
+    def vae_dir(key: str) -> str:
+        return f"{run_root}/vae_{key}"
+
     def data_job(key: str) -> str:
         if key not in study.datasets:
             raise ConfigError(
-                f"dataset {key!r} is used by a grid but not defined under `datasets`: {sorted(study.datasets)}"
+                f"dataset {key!r} is used but not defined under `datasets`: {sorted(study.datasets)}"
             )
         return f"{prefix}-data-{key}-merge"
 
@@ -224,8 +264,30 @@ def plan(study: StudyConfig) -> list[Job]:
             )
         )
 
+    # Our VAEs: one GPU each, after their datasets; the runs of the grids that use one wait for it.
+    for key, spec in study.vaes.items():
+        args = [spec.config, f"data={data_root}/{spec.data}", f"output_dir={vae_dir(key)}"]
+        args += [f"eval_data={data_root}/{spec.eval_data}"] if spec.eval_data else []
+        load_config(VAETrainConfig, [*args, *spec.overrides])  # a bad VAE config fails here
+        jobs.append(
+            Job(
+                name=f"{prefix}-vae-{key}",
+                script="slurm/vae.sh",
+                args=[*args, *spec.overrides],
+                after_ok=[data_job(k) for k in (spec.data, spec.eval_data) if k],
+                sbatch=list(study.sbatch),
+                done=vae_trained(vae_dir(key)),
+            )
+        )
+
     watched: list[str] = []
     for grid in study.grids:
+        if grid.vae and grid.vae not in study.vaes:
+            raise ConfigError(
+                f"grid {grid.name}: vae={grid.vae!r} is not defined under `vaes`: {sorted(study.vaes)}"
+            )
+        use_vae = ["vae.kind=ours", f"vae.path={vae_dir(grid.vae)}"] if grid.vae else []
+        vae_job = [f"{prefix}-vae-{grid.vae}"] if grid.vae else []
         eval_sets = [
             {"name": s, "path": f"{data_root}/{s}", "kind": grid.eval_kind} for s in grid.eval_sets
         ]
@@ -240,16 +302,24 @@ def plan(study: StudyConfig) -> list[Job]:
                     grid.train_config,
                     f"data.path={data_root}/{train_set}",
                     f"output_dir={run_dir}",
+                    *use_vae,
                     *grid.overrides,
                 ]
                 cfg = load_config(TrainConfig, [args[0], f"model.size={size}", *args[1:]])
+                if cfg.vae.kind == "ours" and not grid.vae and not vae_trained(cfg.vae.path):
+                    raise ConfigError(
+                        f"grid {grid.name}: its runs train on our VAE's latents (vae.kind=ours) "
+                        f"but vae.path={cfg.vae.path} holds no trained VAE; name one of the "
+                        "study's `vaes` in the grid's `vae` (trained first, in the chain) or "
+                        "train it first with `python -m training.vae`"
+                    )
                 header = _sbatch_values(REPO / script, study.train_sbatch)
                 gpus = int(header.get("nodes", 1)) * int(header.get("gpus-per-node", 1))
                 train = Job(
                     name=f"{prefix}-train-{run}",
                     script=script,
                     args=args,
-                    after_ok=[data_job(train_set)],
+                    after_ok=[data_job(train_set), *vae_job],
                     sbatch=[*study.train_sbatch, *study.sbatch],
                     done=run_step(run_dir) >= cfg.max_steps,
                     run_dir=run_dir,
@@ -382,7 +452,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except ConfigError as err:
-        sys.exit(f"error: {err}")
+    sys.exit(run_cli("training.study", main, __doc__, StudyConfig))

@@ -34,14 +34,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from phyworld.config import to_dict
+from phyworld.cli import UserError
+from phyworld.config import choice, to_dict
 from training.config import VAEConfig
 
 VAE_JSON = "vae.json"
 VAE_WEIGHTS = "weights.pt"
 
 
-class AutoencoderError(ValueError):
+class AutoencoderError(UserError, ValueError):
     """An autoencoder that cannot be built or loaded; the message says what to do."""
 
 
@@ -363,7 +364,7 @@ class VAETrainConfig:
     diffusers one, or pixel) on the held-out videos and writes `output_dir/vae_eval.json`.
     """
 
-    mode: str = "train"  # train | eval
+    mode: str = choice("train", ("train", "eval"))
     data: str = "???"  # datagen dataset: local directory or s3://bucket/prefix
     eval_data: str = ""  # held-out videos; default: the first `eval_videos` of `data`
     output_dir: str = "???"  # point vae.path here (with vae.kind=ours) to use the VAE
@@ -577,8 +578,6 @@ def main(argv: list[str]) -> None:
     if cfg.mode == "eval":
         evaluate_existing(cfg, eval_samples)
         return
-    if cfg.mode != "train":
-        raise AutoencoderError(f"mode={cfg.mode!r}: use train or eval")
     skip = 0 if cfg.eval_data else len(eval_samples)
 
     def endless() -> Iterator[torch.Tensor]:
@@ -597,4 +596,9 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    import inspect
+
+    from phyworld.cli import run_cli
+
+    usage = "usage: python -m training.vae CONFIG.yaml [key=value ...]  (configs/vae/)\n\n"
+    sys.exit(run_cli("training.vae", main, usage + inspect.getdoc(VAETrainConfig), VAETrainConfig))

@@ -10,7 +10,8 @@ rendering or storage:
     simulate(params: dict, cfg: SceneSpec) -> States
         Runs the physics and returns per-frame states (frame k at time k * cfg.frame_dt).
 
-and optionally `validate(cfg: SceneSpec) -> None` (raise `DatagenConfigError` on bad settings,
+and `RANGES` (the names of the parameters it draws from the config's `ranges`; another name is
+refused when the config loads), and optionally `validate(cfg: SceneSpec) -> None` (raise `DatagenConfigError` on bad settings,
 called once before anything is written), `count(cfg: SceneSpec) -> int | None` (the number of
 samples when the scene, not the generic grid/random sampler, decides it) and
 `world(params: dict, cfg: SceneSpec) -> datagen.physics.World` (the pymunk world as data: the

@@ -21,6 +21,7 @@ from datagen import physics
 from datagen.sampling import MARGIN, SceneSpec, height_in_view, params_at
 from datagen.scenes import States
 
+RANGES = ("v1", "v2", "r1", "r2")  # the parameters drawn from the config's `ranges`
 MIN_PRE_FRAMES = 8  # frames before the contact ...
 MIN_POST_FRAMES = 8  # ... and after it
 CONDITION_FRAMES = 3  # both balls are fully in view in the first 3 frames

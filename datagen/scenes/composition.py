@@ -24,6 +24,8 @@ from datagen.config import DatagenConfigError
 from datagen.sampling import SceneSpec, params_at
 from datagen.scenes import States
 
+# The parameters drawn from the config's `ranges` (spatial: the first four, temporal: the rest).
+RANGES = ("v_square", "v_ball", "s", "r", "v1", "r1", "v2", "r2")
 WALL = 0.3  # wall thickness, world units
 
 

@@ -14,6 +14,7 @@ from datagen import physics
 from datagen.sampling import MARGIN, SceneSpec, params_at, start_in_view
 from datagen.scenes import States
 
+RANGES = ("v", "r")  # the parameters drawn from the config's `ranges`
 GRAVITY = 2.5
 CONDITION_FRAMES = 3  # the ball is fully in view in the first 3 frames
 

@@ -54,11 +54,13 @@ from datagen.scenes.phyre_templates import (
     resolve_templates,
     template_objects,
 )
+from phyworld.cli import UserError
 
 # ----------------------------------------------------------------------------------------------
 # World, materials, colours
 # ----------------------------------------------------------------------------------------------
 
+RANGES = ()  # no parameter comes from the config's `ranges`: templates place the objects
 PIXELS_PER_METRE = 6.0  # PHYRE's Box2D scale
 WORLD_SIZE = 512 / PIXELS_PER_METRE  # the authors' 512-pixel scene, in metres
 GRAVITY = 9.8
@@ -88,7 +90,7 @@ Point = tuple[float, float]
 Box = tuple[float, float, float, float]  # left, bottom, right, top
 
 
-class PlacementError(RuntimeError):
+class PlacementError(UserError, RuntimeError):
     """A template whose objects could not be placed without overlaps."""
 
 

@@ -16,6 +16,7 @@ from datagen import physics
 from datagen.sampling import SceneSpec, height_in_view, params_at, start_in_view
 from datagen.scenes import States
 
+RANGES = ("v", "r")  # the parameters drawn from the config's `ranges`
 # Every object is fully in view in the first 3 frames (the model's condition frames).
 CONDITION_FRAMES = 3
 

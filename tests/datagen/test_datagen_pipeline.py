@@ -271,8 +271,8 @@ def _error(capsys, *args: str) -> str:
         ),
         (["grid.q=3"], r"grid without range \['q'\]"),
         (["sampling=random", "count=0"], "needs count >= 1"),
-        (["scene=nope"], "unknown scene 'nope'. Known scenes:"),
-        (["render=fancy"], "render must be one of"),
+        (["scene=nope"], r"'scene': 'nope'; set scene to one of uniform \| collision \|"),
+        (["render=fancy"], r"'render': 'fancy'; set render to one of aa \| paper"),
     ],
 )
 def test_bad_config_is_refused_before_anything_is_written(tmp_path, capsys, args, message):

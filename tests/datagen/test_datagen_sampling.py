@@ -107,7 +107,7 @@ def test_groups_concatenate_and_inherit():
             ["sampling=grid", "ranges={v: [[1,2]], r: [[1,1]]}", "grid={v: 2, r: 1}", "count=7"],
             "the grid has 2 points",
         ),
-        (["sampling=lhs"], "sampling must be"),
+        (["sampling=lhs"], r"'sampling': 'lhs'; set sampling to one of grid \| random"),
         (["ranges={v: [1, 2]}"], "bad value for"),  # the typed config: a list of [lo, hi]
         (
             ["ood=[v]", "ranges={v: [[1,2]], r: [[1,2]]}", "grid={v: 2, r: 2}"],

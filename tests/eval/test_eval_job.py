@@ -23,13 +23,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import phyworld  # noqa: F401
 from eval.__main__ import main as eval_cli
 from eval.__main__ import run as eval_main
-from eval.evaluate import CheckpointLoadError
+from eval.evaluate import LABEL_PX, CheckpointLoadError
 from eval.fvd import WeightsError
 from eval.report import main as report_main
 from eval.report import plot_figure3, run_rows, write_table2
-from eval.samples import EvalSetError
 from eval.watch import read_metrics
-from phyworld.config import load_config, to_yaml
+from phyworld.config import ConfigError, load_config, to_yaml
 from training.checkpoint_files import write_manifest
 from training.config import TrainConfig
 from training.model import build_dit
@@ -141,7 +140,11 @@ def test_tensorboard_scalars_and_side_by_side_video(evaluated_run):
     from PIL import Image
 
     with Image.open(gif) as im:
-        assert im.n_frames == 16 and im.size == (3 * 32, 2 * 32)  # gt | vae | generated, 2 clips
+        # gt | vae | generated, 2 clips, each panel under a strip that names it
+        assert im.n_frames == 16 and im.size == (3 * 32, 2 * (LABEL_PX + 32))
+        header = np.asarray(im.convert("RGB"))[:LABEL_PX]
+    # every panel's strip holds dark text pixels on white
+    assert all((header[:, i * 32 : (i + 1) * 32] < 100).any() for i in range(3))
 
 
 def test_watcher_evaluates_each_new_complete_checkpoint_once(evaluated_run, eval_sets):
@@ -219,16 +222,23 @@ def test_bad_inputs_are_clear_errors(tmp_path, eval_sets):
         )
     other_run = tmp_path / "other_run"
     write_checkpoint(other_run, 10)
-    with pytest.raises(EvalSetError, match="kind must be"):
+    with pytest.raises(ConfigError, match=r"'sets.1.kind': 'magic'; .* kinematic \| combinatorial"):
         eval_main(eval_args(other_run, eval_sets, kinds=("kinematic", "magic")))
 
 
-def test_cli_prints_one_line_errors(tmp_path, capsys):
+def test_cli_prints_one_line_errors(tmp_path, capsys, eval_sets):
     assert eval_cli([str(EVAL_TINY)]) == 2
     assert "set checkpoint=PATH" in capsys.readouterr().err
+    sets = [f"sets.0.path={eval_sets['id']}", f"sets.1.path={eval_sets['v_out']}"]
     assert (
         eval_cli(
-            [str(EVAL_TINY), f"checkpoint={tmp_path}/nothing", "lpips.sha256=x", "fvd.weights=/no"]
+            [
+                str(EVAL_TINY),
+                f"checkpoint={tmp_path}/nothing",
+                *sets,
+                "lpips.sha256=x",
+                "fvd.weights=/no",
+            ]
         )
         == 2
     )

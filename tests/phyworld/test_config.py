@@ -49,6 +49,17 @@ def test_wrong_type_and_missing_value_are_errors():
         load_config(Schema, [])
 
 
+def test_a_yaml_value_of_three_question_marks_makes_the_key_required(tmp_path):
+    """`vae.path: ???` in a config was silently the schema's default ("")."""
+    base = tmp_path / "base.yaml"
+    base.write_text("name: x\nranges:\n  hi: ???\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("_base_: base.yaml\nsteps: 3\n")
+    with pytest.raises(ConfigError, match=r"missing required config values: \['ranges.hi'\]"):
+        load_config(Schema, [str(child)])
+    assert load_config(Schema, [str(child), "ranges.hi=2"]).ranges.hi == 2.0
+
+
 def test_base_cycle_and_missing_file(tmp_path):
     a = tmp_path / "a.yaml"
     a.write_text("_base_: a.yaml\n")
@@ -71,3 +82,12 @@ def test_streaming_imports_with_the_torchvision_shim():
     for package in ("datagen", "training", "eval"):
         code = f"import {package}, streaming; assert hasattr(streaming, 'MDSWriter')"
         subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_megatron_import_warnings_are_silenced():
+    """megatron-core warned four times per process that Transformer Engine and Apex are missing."""
+    code = "import training.parallel.groups, megatron.core.optimizer"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert "Transformer Engine" not in result.stderr, result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from phyworld.config import ConfigError
-from phyworld.quickstart import main
+from phyworld.quickstart import command_line, main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -19,6 +20,15 @@ REPO = Path(__file__).resolve().parents[2]
 def test_a_wrong_option_names_the_valid_ones() -> None:
     with pytest.raises(ConfigError, match=r"unknown config key 'stepz'.*steps"):
         main(["stepz=10"])
+
+
+def test_the_commands_it_shows_paste_into_a_shell_as_they_ran() -> None:
+    """The eval stage's `sets=[{...}]` was shown unquoted: pasted, the shell split it."""
+    sets = json.dumps([{"name": "uniform_eval_id", "path": "qs/data/uniform_eval_id"}])
+    args = ["configs/eval/tiny_cpu.yaml", "checkpoint=qs/run", f"sets={sets}"]
+    shown = command_line("eval", args)
+    assert shlex.split(shown) == ["python", "-m", "eval", *args]
+    assert shlex.split(shown)[-1] == f"sets={sets}"  # one word, as the stage passed it
 
 
 @pytest.mark.slow
@@ -35,6 +45,12 @@ def test_quickstart_runs_end_to_end_and_reports_id_and_ood(tmp_path: Path) -> No
     log = result.stdout
     for stage in ("1/4", "2/4", "3/4", "4/4", "done in"):
         assert stage in log
+    # every command shown runs pasted into a shell: one word per argument it was given
+    shown = [shlex.split(line[2:]) for line in log.splitlines() if line.startswith("$ python -m")]
+    eval_line = next(words for words in shown if words[2] == "eval")
+    assert json.loads(next(w for w in eval_line if w.startswith("sets="))[5:])
+    assert "Transformer Engine" not in result.stderr and "samples/s" in log
+    assert not re.search(r"step\s+1 \|.*samples/s", log)  # no throughput from start-up
     # what it promises to show exists
     run = out / "run"
     assert (run / "checkpoints" / "latest").is_file()

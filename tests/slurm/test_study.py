@@ -33,14 +33,26 @@ def test_dry_run_prints_a_runnable_chain_and_the_gpu_hours(
     cfg = load_config(StudyConfig, [str(study)])
     runs = sum(len(g.models) * len(g.train_sets) for g in cfg.grids)
     lines = [line for line in out.splitlines() if "submit.sh" in line]
-    # every dataset (its array and its merge), every run and its eval watcher, one report
-    assert len(lines) == 2 * len(cfg.datasets) + 2 * runs + 1
+    # every dataset (its array and its merge), our VAE, every run and its eval watcher, a report
+    assert len(cfg.vaes) == 1
+    assert len(lines) == 2 * len(cfg.datasets) + 1 + 2 * runs + 1
     script = tmp_path / "study.sh"
     script.write_text("\n".join(lines) + "\n")
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     # each training run waits for its training set; the report waits for every run and watcher
+    # (and for the VAE they train on, trained after its datasets)
     train_s = next(line for line in lines if "-train-dit_s_" in line)
-    assert re.search(r"--dependency=afterok:\$PW_\w+_DATA_\w+_MERGE ", train_s)
+    assert re.search(
+        r"--dependency=afterok:\$PW_\w+_DATA_\w+_MERGE,afterok:\$PW_\w+_VAE_KINEMATICS_128 ",
+        train_s,
+    )
+    assert re.search(r"vae.path=\S+/vae_kinematics_128\b", train_s) and "vae.kind=ours" in train_s
+    vae = next(line for line in lines if "slurm/vae.sh" in line)
+    assert re.search(
+        r"--dependency=afterok:\$PW_\w+_DATA_UNIFORM_30K_MERGE,afterok:\$PW_\w+_DATA_UNIFORM_EVAL_ID_MERGE ",
+        vae,
+    )
+    assert f"output_dir={tmp_path}/runs/{cfg.name}/vae_kinematics_128" in vae
     report = lines[-1]
     assert report.count("afterok:") == 2 * runs and "slurm/report.sh" in report
     # the estimate: one line per run, bigger models cost more, a total
@@ -64,6 +76,8 @@ def test_resubmitting_skips_finished_datasets_and_runs(tmp_path: Path, capsys, m
     (halfway / "step_00050000").mkdir(parents=True)
     (halfway / "step_00050000" / "meta.json").write_text(json.dumps({"step": 50_000}))
     (halfway / "latest").write_text("step_00050000")
+    (runs / "vae_kinematics_128").mkdir()
+    (runs / "vae_kinematics_128" / "vae.json").write_text("{}")  # the VAE is trained
 
     overrides = [f"data_root={data}", f"run_root={runs}"]
     jobs = {j.name: j for j in plan(load_config(StudyConfig, [str(study_yaml), *overrides]))}
@@ -76,21 +90,57 @@ def test_resubmitting_skips_finished_datasets_and_runs(tmp_path: Path, capsys, m
     assert "done     pw-uniform_scaling-data-uniform_30k" in out
     assert "done     pw-uniform_scaling-data-uniform_30k-merge" in out
     assert "done     pw-uniform_scaling-train-dit_s_uniform_30k" in out
+    assert "done     pw-uniform_scaling-vae-kinematics_128" in out
     submitted = [line for line in out.splitlines() if "submit.sh" in line]
     b_30k = next(line for line in submitted if "-train-dit_b_uniform_30k " in line)
-    assert "--dependency" not in b_30k  # its dataset is done: nothing to wait for
+    assert "--dependency" not in b_30k  # its dataset and VAE are done: nothing to wait for
     left = summary(list(jobs.values()), load_config(StudyConfig, [str(study_yaml)]).cost)
     total = re.search(r"total left to do\s+(\d+)\s+\(of (\d+)\)", left)
     assert total and int(total.group(1)) < int(total.group(2))
+
+
+def test_the_dry_run_takes_its_roots_from_site_sh(tmp_path: Path, capsys, monkeypatch) -> None:
+    """As documented (docs/slurm.md), with nothing set in the environment."""
+    monkeypatch.delenv("PHYWORLD_DATA_ROOT", raising=False)
+    monkeypatch.delenv("PHYWORLD_RUN_ROOT", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # site.sh's defaults: $HOME/phyworld/{data,runs}
+    capsys.readouterr()
+    main([str(REPO / "configs" / "studies" / "uniform_scaling.yaml"), "dry_run=true"])
+    out = capsys.readouterr().out
+    assert f"output={tmp_path}/phyworld/data/uniform_scaling/uniform_30k)" in out
+    assert f"output_dir={tmp_path}/phyworld/runs/uniform_scaling/dit_s_uniform_30k " in out
+
+
+def test_a_run_on_a_vae_that_nobody_trains_is_refused(tmp_path: Path) -> None:
+    """Every training job would die with "holds no trained VAE": the plan says so first."""
+    study = tmp_path / "study.yaml"
+    study.write_text(
+        "name: novae\ndatasets: {a: {config: configs/data/uniform_30k.yaml}}\n"
+        "grids: [{name: g, train_config: configs/studies/kinematics_dit.yaml, models: [S], train_sets: [a]}]\n"
+    )
+    with pytest.raises(ConfigError, match=r"grid g: .*vae.kind=ours.*holds no trained VAE.*`vaes`"):
+        main([str(study), "dry_run=true", f"data_root={tmp_path}", f"run_root={tmp_path}"])
+    trained = tmp_path / "vae"
+    trained.mkdir()
+    (trained / "vae.json").write_text("{}")  # a trained VAE there: nothing to add to the chain
+    main(
+        [
+            str(study),
+            "dry_run=true",
+            f"data_root={tmp_path}",
+            f"run_root={tmp_path}",
+            f"grids.0.overrides=[vae.path={trained}]",
+        ]
+    )
 
 
 def test_unknown_dataset_in_a_grid_is_named(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         "name: bad\ndatasets: {a: {config: configs/data/uniform_30k.yaml}}\n"
-        "grids: [{name: g, train_config: configs/studies/kinematics_dit.yaml, models: [S], train_sets: [nope]}]\n"
+        "grids: [{name: g, train_config: configs/train/tiny_cpu.yaml, models: [S], train_sets: [nope]}]\n"
     )
-    with pytest.raises(ConfigError, match="dataset 'nope' is used by a grid but not defined"):
+    with pytest.raises(ConfigError, match="dataset 'nope' is used but not defined"):
         main([str(bad), "dry_run=true", f"data_root={tmp_path}", f"run_root={tmp_path}"])
 
 

@@ -4,8 +4,10 @@ test can check every documented launch: tests/training/test_engine_config.py).""
 
 from __future__ import annotations
 
+from phyworld.cli import UserError
 
-class ParallelError(ValueError):
+
+class ParallelError(UserError, ValueError):
     """A parallel layout that cannot work; the message names the fix."""
 
 
