@@ -62,6 +62,10 @@ class DataConfig:
     shuffle_seed: int = 0
     cache_dir: str = ""  # local cache for remote datasets; default: a temp dir per run
     verify_manifest: bool = True
+    # streaming's canonical nodes: the global sample order is laid out over this many nodes,
+    # whatever the physical count. 0: the node count of the first launch. Kept in checkpoints, so
+    # a resume on other nodes keeps the order (another count divides or is a multiple of it).
+    num_canonical_nodes: int = 0
 
 
 @dataclass
@@ -104,6 +108,7 @@ class LoggingConfig:
     every_steps: int = 10  # stdout step logs and TensorBoard scalars
     video_every_steps: int = 1000  # ground truth | generated video in TensorBoard (0: never)
     peak_tflops: float = 0.0  # per-device peak for MFU; 0: guessed from the device name
+    sample_ids: bool = False  # RUN/sample_ids.jsonl: the dataset indices of every step's samples
 
 
 @dataclass

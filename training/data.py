@@ -5,15 +5,26 @@ the data-parallel ranks only: the ranks of one sequence-parallel group are conse
 same samples (streaming's `replication`). The loader's `state_dict()` goes into every checkpoint,
 so a resumed run sees exactly the samples an uninterrupted one would have.
 
+Which samples make up an optimizer step does not depend on the layout (nodes, ranks, loader
+workers, micro-batch x accumulation): streaming lays each epoch out as one global order dealt
+across the ranks, so step k of an epoch trains on samples [k GB, (k + 1) GB) of it, as long as the
+canonical nodes stay those of the first launch (`data.num_canonical_nodes`, kept in the loader
+state) and the epoch is a whole number of global batches: it is cut to a multiple of GB and of the
+canonical nodes (streaming draws the few samples left out at random, each epoch). That is what
+lets a run resume on another node count (training.checkpoint).
+
 A batch is `{"video": (B, 3, T, H, W) uint8}` at the stored resolution for `kind: videos` (the
 trainer makes floats in [-1, 1] at `data.resolution` on its device: `to_unit_range`), or
 `{"latents": (B, C, T, h, w)}` for `kind: latents` (datasets whose `latents` column holds
-`(C, T, h, w)` arrays already encoded by the frozen autoencoder).
+`(C, T, h, w)` arrays already encoded by the frozen autoencoder), and `"index": (B,)`, each
+sample's index in the dataset (its noise is drawn from it: training.diffusion.sample_generators).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import signal
 import tempfile
 from pathlib import Path
@@ -29,8 +40,10 @@ import phyworld  # noqa: F401  (makes `import streaming` safe: must come first)
 # isort: split
 from streaming import StreamingDataLoader, StreamingDataset
 from streaming.base.util import clean_stale_shared_memory
+from streaming.base.world import World
 
 from datagen import schema  # registers the `video_zstd` frames encoding (in loader workers too)
+from phyworld import storage
 from training.config import DataConfig
 
 
@@ -75,7 +88,7 @@ def video_tensor(frames: np.ndarray, num_frames: int, resolution: int) -> torch.
 
 
 class PhysicsVideos(StreamingDataset):
-    """A StreamingDataset whose samples are training tensors (videos or latents)."""
+    """A StreamingDataset whose samples are training tensors (videos or latents) and their index."""
 
     def __init__(self, cfg: DataConfig, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -85,8 +98,44 @@ class PhysicsVideos(StreamingDataset):
         sample = super().__getitem__(index)
         if self.data_cfg.kind == "latents":
             latents = torch.from_numpy(np.asarray(sample["latents"], dtype=np.float32))
-            return {"latents": latents[:, : self.data_cfg.frames]}
-        return {"video": video_uint8(decode_frames(sample["frames"]), self.data_cfg.frames)}
+            return {"latents": latents[:, : self.data_cfg.frames], "index": index}
+        frames = video_uint8(decode_frames(sample["frames"]), self.data_cfg.frames)
+        return {"video": frames, "index": index}
+
+
+def whole_epoch(path: str, multiple: int) -> int | None:
+    """The epoch size that is a whole number of `multiple` samples, or None when the dataset's
+    size already is one (read from its MDS index)."""
+    shards = json.loads(storage.read_text(storage.join(path, "index.json")))["shards"]
+    count = sum(shard["samples"] for shard in shards)
+    if count < multiple:
+        raise DataError(
+            f"dataset {path} has {count} samples, fewer than one global batch ({multiple}, with "
+            "the canonical nodes); use a larger dataset or a smaller parallel.global_batch_size"
+        )
+    return None if count % multiple == 0 else count // multiple * multiple
+
+
+def loader_nodes(sequence_parallel_size: int) -> int:
+    """The node count streaming lays an epoch out over in this launch (after replication, one
+    sequence-parallel group counts as one rank, so SP can change it)."""
+    world = World.detect()
+    return (
+        world.replicate(sequence_parallel_size).num_nodes
+        if sequence_parallel_size > 1
+        else world.num_nodes
+    )
+
+
+def keeps_sample_order(canonical: int, first_nodes: int, nodes: int, micro_batch_size: int) -> bool:
+    """Whether streaming can lay the epoch out over `nodes` in the global order that `canonical`
+    canonical nodes fixed at a first launch on `first_nodes`: when one node count divides the
+    other, or else (its `relaxed` partition) when nodes x micro-batch is a multiple of first_nodes."""
+    return (
+        canonical % nodes == 0
+        or nodes % canonical == 0
+        or nodes * micro_batch_size % first_nodes == 0
+    )
 
 
 def _ignore_job_signals(_worker_id: int) -> None:
@@ -125,23 +174,33 @@ def check_manifest(path: str) -> None:
 
 
 def build_dataloader(
-    cfg: DataConfig, micro_batch_size: int, sequence_parallel_size: int, run_dir: str
+    cfg: DataConfig,
+    micro_batch_size: int,
+    sequence_parallel_size: int,
+    run_dir: str,
+    global_batch_size: int | None = None,
 ) -> StreamingDataLoader:
-    """The shuffled, resumable loader for this rank (call on every rank, after dist init)."""
+    """The shuffled, resumable loader for this rank (call on every rank, after dist init).
+    `global_batch_size` (default: one micro-batch) sets what an epoch is a whole number of."""
     if cfg.kind not in ("videos", "latents"):
         raise DataError(f"data.kind={cfg.kind!r}: use videos or latents")
     clean_stale_shared_memory()  # /dev/shm left by a killed run would block this one
     if cfg.verify_manifest:
         check_manifest(cfg.path)
     remote = cfg.path if cache_dir(cfg, run_dir) else None
+    canonical = cfg.num_canonical_nodes or loader_nodes(sequence_parallel_size)
     dataset = PhysicsVideos(
         cfg,
+        epoch_size=whole_epoch(
+            cfg.path, math.lcm(global_batch_size or micro_batch_size, canonical)
+        ),
         remote=remote,
         local=cache_dir(cfg, run_dir) or cfg.path,
         shuffle=cfg.shuffle,
         shuffle_seed=cfg.shuffle_seed,
         batch_size=micro_batch_size,
         replication=sequence_parallel_size if sequence_parallel_size > 1 else None,
+        num_canonical_nodes=canonical,
     )
     return StreamingDataLoader(
         dataset,

@@ -28,7 +28,7 @@ from training.data import build_dataloader, to_unit_range
 from training.distributed import init_distributed
 from training.ema import EMA
 from training.engine import global_batch_size, initialize, use_bf16
-from training.metrics import Metrics, peak_tflops, train_flops_per_sample
+from training.metrics import Metrics, log_sample_ids, peak_tflops, train_flops_per_sample
 from training.model import DIT_CONFIGS, build_dit, count_params, describe
 from training.parallel.groups import destroy_parallel, init_parallel
 from training.parallel.sequence import apply_sequence_parallel
@@ -80,6 +80,10 @@ def main(argv: list[str]) -> None:
     groups.check_zero_stage(cfg.parallel.zero_stage)
     watchdog = StepWatchdog(cfg.parallel.collective_timeout_s, env.rank)
     preemption = PreemptionHandler()
+    if cfg.checkpoint.resume:  # another layout than the checkpoint's: same global batch and order
+        cfg, notes = checkpoint.fit_to_checkpoint(cfg, groups)
+        for note in notes:
+            log0(note)
     shape = RunShape(
         world_size=env.world_size,
         dp_size=groups.dp_size,
@@ -96,9 +100,9 @@ def main(argv: list[str]) -> None:
         write_bytes(run_dir / "config.yaml", to_yaml(cfg).encode())
     dist.barrier()
 
-    # Seeds: SP ranks of one replica share the data-parallel rank, so they draw the same noise.
+    # Seeds: SP ranks of one replica share the data-parallel rank. The noise is drawn per sample
+    # (diffusion.sample_generators), the same whatever the layout.
     seed_everything(cfg.seed * 1000 + groups.dp_rank)
-    noise = torch.Generator(device=env.device).manual_seed(cfg.seed * 1000 + groups.dp_rank)
 
     # Frozen autoencoder, DiT (optionally from another run's weights), DeepSpeed engine, EMA.
     autoencoder = build_autoencoder(cfg.vae).to(env.device)
@@ -118,15 +122,20 @@ def main(argv: list[str]) -> None:
     dtype = torch.bfloat16 if use_bf16(cfg) else torch.float32
 
     # Data: sharded over data-parallel ranks, shuffled, resumable.
-    loader = build_dataloader(cfg.data, cfg.parallel.micro_batch_size, groups.sp_size, str(run_dir))
+    loader = build_dataloader(
+        cfg.data,
+        cfg.parallel.micro_batch_size,
+        groups.sp_size,
+        str(run_dir),
+        shape.global_batch_size,
+    )
 
     # Resume from the newest intact checkpoint of this run, if any (a corrupt one is set aside).
     step, resumed = 0, None
     if cfg.checkpoint.resume:
         resumed = checkpoint.resume(run_dir, engine, ema, loader, cfg, shape)
     if resumed is not None:
-        found, step, extra = resumed
-        noise.set_state(extra["noise"])
+        found, step = resumed
         log0(f"resumed from {found} at step {step}")
 
     size = DIT_CONFIGS[cfg.model.size]
@@ -137,15 +146,17 @@ def main(argv: list[str]) -> None:
     while step < cfg.max_steps and not stop:
         watchdog.beat(step)
         # One optimizer step: grad_accum_steps micro-batches; DeepSpeed steps on the last one.
-        losses = []
+        losses, sample_ids = [], []
         for _ in range(cfg.parallel.grad_accum_steps):
-            x0 = to_latents(next(stream), autoencoder, cfg.data.resolution, env.device).to(dtype)
+            batch = next(stream)
+            x0 = to_latents(batch, autoencoder, cfg.data.resolution, env.device).to(dtype)
+            sample_ids += batch["index"].tolist()
             loss = diffusion.loss(
                 engine,
                 x0,
                 cfg.diffusion.cond_frames,
                 cfg.diffusion.timestep_sampling,
-                noise,
+                diffusion.sample_generators(cfg.seed, step, batch["index"], env.device),
                 cfg.diffusion.prediction,
             )
             engine.backward(loss)
@@ -153,6 +164,8 @@ def main(argv: list[str]) -> None:
             losses.append(loss.item())
         ema.update()
         step += 1
+        if cfg.logging.sample_ids:
+            log_sample_ids(run_dir, step, sample_ids, replica=groups.sp_rank > 0)
 
         if metrics is None:  # token count known once the first batch is encoded
             tokens = int(np.prod(engine.module.grid(x0.shape)))
@@ -182,7 +195,7 @@ def main(argv: list[str]) -> None:
         stop, save_now = preemption.poll()
         if stop or save_now or step % cfg.checkpoint.every_steps == 0 or step == cfg.max_steps:
             watchdog.beat(step, "checkpoint save")
-            save(run_dir, step, engine, ema, loader, noise, cfg, shape)
+            save(run_dir, step, engine, ema, loader, cfg, shape)
             last_saved = step
 
     if stop:
@@ -207,22 +220,11 @@ def save(
     engine: Any,
     ema: EMA,
     loader: Any,
-    noise: torch.Generator,
     cfg: TrainConfig,
     shape: RunShape,
 ) -> None:
-    """A checkpoint of this step, plus this rank's noise generator (see `checkpoint.save`)."""
-    path = checkpoint.save(
-        run_dir,
-        step,
-        engine,
-        ema,
-        loader,
-        cfg,
-        shape,
-        cfg.checkpoint.keep_last,
-        extra={"noise": noise.get_state()},
-    )
+    """A checkpoint of this step (see `checkpoint.save`)."""
+    path = checkpoint.save(run_dir, step, engine, ema, loader, cfg, shape, cfg.checkpoint.keep_last)
     log0(f"saved {path}")
 
 
