@@ -22,7 +22,7 @@ by renaming them to `.trash_*` (never read) and deleting what their manifest lis
 save killed half-way is cleaned up at the next start or save.
 
 Resume on another layout (a job requeued onto more or fewer nodes, another sequence-parallel
-size): `fit_to_checkpoint` keeps the run's global batch (accumulation, if need be the micro-batch,
+size): `fit_layout` keeps the run's global batch (accumulation, if need be the micro-batch,
 recomputed) and its data order (streaming's canonical nodes); `resume` then reshards the ZeRO
 state (`training.reshard`) and takes the EMA, the loader position and the LR schedule from the
 checkpoint's layout-free copies. Every step then sees the same samples with the same noise as
@@ -36,7 +36,7 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +76,7 @@ CORRUPT = "corrupt_"  # prefix of checkpoints that failed verification on resume
 @dataclass
 class RunShape:
     """This launch's layout and global batch. Resuming needs the checkpoint's global batch; the
-    layout may differ (`fit_to_checkpoint`, `training.reshard`)."""
+    layout may differ (`fit_layout`, `training.reshard`)."""
 
     world_size: int
     dp_size: int
@@ -371,7 +371,7 @@ def resume(
     is moved to `corrupt_step_X` with a warning naming the files, and the one before it is tried;
     if none is left, a `CheckpointError` (rather than silently starting over). A checkpoint of
     another layout (world size, sequence-parallel size) is resharded onto this one; call
-    `fit_to_checkpoint` first, so that the engine and loader were built for its global batch.
+    `fit_layout` first, so that the engine and loader were built for its global batch.
     """
     rank = dist.get_rank()
     root = Path(run_dir) / "checkpoints"
@@ -512,29 +512,55 @@ def _with(cfg: TrainConfig, values: dict[str, Any]) -> TrainConfig:
     return new  # type: ignore[return-value]
 
 
-def fit_to_checkpoint(cfg: TrainConfig, groups: Any) -> tuple[TrainConfig, list[str]]:
-    """The config this launch trains with to continue the run's newest checkpoint, and lines
-    saying what changed (all ranks call this, before the engine and the loader are built).
+def _micro_for(share: int, largest: int, keeps_order: Callable[[int], bool]) -> int | None:
+    """The largest micro-batch <= `largest` that cuts a rank's `share` of the global batch into
+    whole micro-batches and keeps streaming's sample order, or None."""
+    fits = (m for m in range(min(largest, share), 0, -1) if share % m == 0 and keeps_order(m))
+    return next(fits, None)
 
-    The data order's canonical nodes are always the checkpoint's. On the layout that wrote it,
-    nothing else changes. On another (`groups`: another world or sequence-parallel size) the
-    global batch stays the checkpoint's: grad_accum_steps is recomputed, and the micro-batch
-    lowered to the largest that splits each rank's share (and keeps streaming's sample order)
-    when the configured one does not. Raises a `CheckpointError` naming the fix when no split
-    exists (the data-parallel size does not divide the global batch).
+
+def _split(cfg: TrainConfig, batch: int, micro: int, dp: int) -> TrainConfig:
+    accum = batch // dp // micro
+    values = {"micro_batch_size": micro, "grad_accum_steps": accum, "global_batch_size": batch}
+    return _with(cfg, {"parallel": values})
+
+
+def fit_layout(cfg: TrainConfig, groups: Any) -> tuple[TrainConfig, list[str]]:
+    """The config this launch trains with, and lines saying what changed (all ranks call this,
+    before the engine and the loader are built). The global batch is what a run keeps; micro-batch
+    x accumulation x data parallel is its split over the ranks of the moment:
+
+    - resuming: the newest checkpoint's global batch and data order (canonical nodes). On the
+      layout that wrote it nothing else changes. On another (`groups`: another world or
+      sequence-parallel size, e.g. a requeue onto other nodes) grad_accum_steps is recomputed,
+      and the micro-batch lowered to the largest that splits a rank's share (and keeps
+      streaming's sample order) when the configured one does not; a `CheckpointError` names the
+      fix when nothing splits it;
+    - a first launch (or checkpoint.resume=false) with `parallel.global_batch_size` set: that
+      batch, split the same way (a job submitted with a node range starts on whatever count is
+      free). Otherwise the config as it is.
     """
     from training.data import keeps_sample_order, loader_nodes
 
-    newest = _newest_meta(Path(cfg.output_dir) / "checkpoints")
+    p, dp = cfg.parallel, groups.dp_size
+    newest = _newest_meta(Path(cfg.output_dir) / "checkpoints") if cfg.checkpoint.resume else None
     if newest is None:
-        return cfg, []
+        batch = p.global_batch_size
+        if not batch or batch % dp or p.micro_batch_size * p.grad_accum_steps * dp == batch:
+            return cfg, []  # nothing to fit, or engine.global_batch_size says what does
+        micro = _micro_for(batch // dp, p.micro_batch_size, lambda m: True)
+        fitted = _split(cfg, batch, micro, dp)
+        return fitted, [
+            f"parallel.global_batch_size={batch} on {dp} data-parallel ranks: micro-batch "
+            f"{micro} x accumulation {fitted.parallel.grad_accum_steps}"
+        ]
     path, meta = newest
     order = meta.get("loader") or {}
     canonical = order.get("num_canonical_nodes")
     pinned = _with(cfg, {"data": {"num_canonical_nodes": canonical}}) if canonical else cfg
+    batch = meta["global_batch_size"]
     if _same_layout(meta, groups.world_size, groups.sp_size):
         return pinned, []
-    p, batch, dp = cfg.parallel, meta["global_batch_size"], groups.dp_size
     if p.global_batch_size and p.global_batch_size != batch:
         return pinned, []  # an explicit change of global batch: check_compatible says what to do
     if batch % dp:
@@ -546,19 +572,18 @@ def fit_to_checkpoint(cfg: TrainConfig, groups: Any) -> tuple[TrainConfig, list[
         )
     share, nodes = batch // dp, loader_nodes(groups.sp_size)
     first = order.get("initial_physical_nodes") or nodes
-    micros = [
-        m
-        for m in range(min(p.micro_batch_size, share), 0, -1)
-        if share % m == 0 and (not canonical or keeps_sample_order(canonical, first, nodes, m))
-    ]
-    if not micros:
+    micro = _micro_for(
+        share,
+        p.micro_batch_size,
+        lambda m: not canonical or keeps_sample_order(canonical, first, nodes, m),
+    )
+    if micro is None:
         raise CheckpointError(
             f"checkpoint {path}: its data order was laid out over {canonical} canonical nodes "
             f"(first launch on {first}); streaming cannot keep it on {nodes} nodes with any "
             f"micro-batch dividing {share}. Resume on a node count that divides or is a multiple "
             f"of {canonical}, or {_fix(path)}."
         )
-    micro = micros[0]
     notes = [
         f"resuming {path.name} on another layout: written by {meta['world_size']} ranks "
         f"(sequence parallel {meta['sp_size']}, data parallel {meta['dp_size']}, micro-batch "
@@ -579,9 +604,7 @@ def fit_to_checkpoint(cfg: TrainConfig, groups: Any) -> tuple[TrainConfig, list[
         "batch; per-rank python/numpy/torch RNG streams are reseeded from (seed, step, "
         "data-parallel rank) (training draws nothing from them)"
     )
-    values = {"micro_batch_size": micro, "grad_accum_steps": share // micro}
-    values["global_batch_size"] = batch
-    return _with(pinned, {"parallel": values}), notes
+    return _split(pinned, batch, micro, dp), notes
 
 
 # ---------------------------------------------------------------------------------------------

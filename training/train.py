@@ -80,10 +80,9 @@ def main(argv: list[str]) -> None:
     groups.check_zero_stage(cfg.parallel.zero_stage)
     watchdog = StepWatchdog(cfg.parallel.collective_timeout_s, env.rank)
     preemption = PreemptionHandler()
-    if cfg.checkpoint.resume:  # another layout than the checkpoint's: same global batch and order
-        cfg, notes = checkpoint.fit_to_checkpoint(cfg, groups)
-        for note in notes:
-            log0(note)
+    cfg, notes = checkpoint.fit_layout(cfg, groups)  # the run's global batch over these ranks
+    for note in notes:
+        log0(note)
     shape = RunShape(
         world_size=env.world_size,
         dp_size=groups.dp_size,

@@ -22,7 +22,7 @@ import torch
 from harness import TINY_CONFIG, flip, logged_losses, run_training
 
 from phyworld.config import load_config
-from training.checkpoint import CheckpointError, fit_to_checkpoint, step_dir
+from training.checkpoint import CheckpointError, fit_layout, step_dir
 from training.checkpoint_files import write_manifest
 from training.config import TrainConfig
 from training.diffusion import flow_inputs, sample_generators
@@ -121,7 +121,7 @@ def test_a_samples_noise_depends_on_seed_step_and_index_only() -> None:
 
 
 def fake_checkpoint(run: Path, step: int, **meta) -> Path:
-    """A checkpoint directory holding only meta.json (what `fit_to_checkpoint` reads), complete."""
+    """A checkpoint directory holding only meta.json (what `fit_layout` reads), complete."""
     path = step_dir(run, step)
     path.mkdir(parents=True)
     (path / "meta.json").write_text(json.dumps({"step": step, **meta}))
@@ -146,11 +146,11 @@ def test_resume_plan_keeps_the_global_batch(
         TrainConfig, [str(TINY_CONFIG), f"output_dir={tmp_path}", "parallel.micro_batch_size=3"]
     )
 
-    same, notes = fit_to_checkpoint(cfg, layout(4))
+    same, notes = fit_layout(cfg, layout(4))
     assert notes == [] and same.data.num_canonical_nodes == 2  # the data order's nodes, pinned
     assert same.parallel.grad_accum_steps == 1
 
-    fewer, notes = fit_to_checkpoint(cfg, layout(2))
+    fewer, notes = fit_layout(cfg, layout(2))
     assert (fewer.parallel.micro_batch_size, fewer.parallel.grad_accum_steps) == (3, 2)
     assert fewer.parallel.global_batch_size == 12
     assert "global batch 12 kept as micro-batch 3 x accumulation 2" in notes[0]
@@ -159,17 +159,34 @@ def test_resume_plan_keeps_the_global_batch(
     big = load_config(TrainConfig, [str(TINY_CONFIG), f"output_dir={tmp_path}"])  # micro 8
     monkeypatch.setenv("WORLD_SIZE", "8")  # what streaming reads: one node of 8
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
-    sp, notes = fit_to_checkpoint(big, layout(8, sp=2))  # data parallel 4: 3 samples per rank
+    sp, notes = fit_layout(big, layout(8, sp=2))  # data parallel 4: 3 samples per rank
     assert (sp.parallel.micro_batch_size, sp.parallel.grad_accum_steps) == (3, 1)
     assert "micro-batch 8 -> 3" in notes[1]
 
     with pytest.raises(CheckpointError, match=r"5 data-parallel ranks .* among \[1, 2, 3, 4, 6"):
-        fit_to_checkpoint(cfg, layout(5))
+        fit_layout(cfg, layout(5))
 
     # A newer checkpoint whose meta.json is corrupt is passed over (resume sets it aside).
     newer = fake_checkpoint(tmp_path, 3, **{**saved, "global_batch_size": 24})
     flip(newer / "meta.json", count=4)
-    assert fit_to_checkpoint(cfg, layout(2))[0].parallel.grad_accum_steps == 2
+    assert fit_layout(cfg, layout(2))[0].parallel.grad_accum_steps == 2
+
+
+@pytest.mark.usefixtures("process_group")
+def test_first_launch_splits_an_explicit_global_batch(tmp_path: Path) -> None:
+    """A job submitted with a node range may start on any count: parallel.global_batch_size is
+    split over the ranks it got, like a resumed run's."""
+    args = [str(TINY_CONFIG), f"output_dir={tmp_path}", "parallel.micro_batch_size=4"]
+    cfg = load_config(TrainConfig, [*args, "parallel.global_batch_size=24"])
+    fitted, notes = fit_layout(cfg, layout(2))
+    assert (fitted.parallel.micro_batch_size, fitted.parallel.grad_accum_steps) == (4, 3)
+    assert notes == [
+        "parallel.global_batch_size=24 on 2 data-parallel ranks: micro-batch 4 x accumulation 3"
+    ]
+    assert fit_layout(cfg, layout(6))[0].parallel.micro_batch_size == 4  # 4 x 1 x 6 already
+    assert fit_layout(cfg, layout(5)) == (cfg, [])  # no split: engine.global_batch_size refuses
+    derived = load_config(TrainConfig, args)  # global_batch_size=0: micro x accum x DP, as is
+    assert fit_layout(derived, layout(3)) == (derived, [])
 
 
 @pytest.mark.usefixtures("process_group")
@@ -186,8 +203,8 @@ def test_resume_plan_refuses_a_node_count_streaming_cannot_order(
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # what streaming reads: 2 nodes
     cfg = load_config(TrainConfig, [str(TINY_CONFIG), f"output_dir={tmp_path}"])
     with pytest.raises(CheckpointError, match=r"3 canonical nodes .* cannot keep it on 2 nodes"):
-        fit_to_checkpoint(cfg, layout(6))  # 2 samples per rank: micro 2 or 1, neither fits
-    fitted, _ = fit_to_checkpoint(cfg, layout(4))  # 3 per rank: micro 3, 2 x 3 = 6
+        fit_layout(cfg, layout(6))  # 2 samples per rank: micro 2 or 1, neither fits
+    fitted, _ = fit_layout(cfg, layout(4))  # 3 per rank: micro 3, 2 x 3 = 6
     assert fitted.parallel.micro_batch_size == 3
 
 
