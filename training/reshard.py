@@ -242,7 +242,8 @@ def load_zero_state(engine: Any, state: ZeroState) -> None:
             flat.copy_(value)
         for i, flat in enumerate(flats):
             per_element = {k: v[i] for k, v in values.items() if k != FP32}
-            inner.state[flat] = {**_cloned(state.scalars, flat.device), **per_element}
+            scalars = {k: v.clone() if torch.is_tensor(v) else v for k, v in state.scalars.items()}
+            inner.state[flat] = {**scalars, **per_element}  # `step` stays where AdamW keeps it
         for group in inner.param_groups:
             group.update(state.settings)
         _copy_model_weights(engine, state, values[FP32], slots)
@@ -250,10 +251,6 @@ def load_zero_state(engine: Any, state: ZeroState) -> None:
     engine.global_steps = state.engine["global_steps"]
     engine.global_samples = state.engine["global_samples"]
     engine.skipped_steps = state.engine["skipped_steps"]
-
-
-def _cloned(scalars: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.clone().to(device) if torch.is_tensor(v) else v for k, v in scalars.items()}
 
 
 def _copy_model_weights(
