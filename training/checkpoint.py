@@ -5,7 +5,8 @@ Layout (ARCHITECTURE.md): `RUN/checkpoints/step_XXXXXXXX/` holds
   rank_XXXXX.pt     per rank: python/numpy/torch(/cuda) RNG states, EMA shard, dataloader state
   weights.pt        consolidated fp32 {"model", "ema"} (for eval and `checkpoint.init_from`)
   config.yaml       the resolved training config
-  meta.json         step, world size, data/sequence parallel sizes, global batch, model size
+  meta.json         step, world size, data/sequence parallel sizes, global batch and its split,
+                    model, the loader state (data order: epoch, position, canonical nodes)
   COMPLETE          written last: the manifest, size and sha256 of every file above
 and `RUN/checkpoints/latest` names the newest complete one. A checkpoint is built in a hidden
 temporary directory and renamed into place only once every rank has written and `COMPLETE` is on
@@ -19,6 +20,13 @@ pickle runs no code even with a forged manifest. A checkpoint that fails on resu
 `corrupt_step_X` (kept, never deleted) and the one before it is used. Old checkpoints are pruned
 by renaming them to `.trash_*` (never read) and deleting what their manifest lists; a prune or
 save killed half-way is cleaned up at the next start or save.
+
+Resume on another layout (a job requeued onto more or fewer nodes, another sequence-parallel
+size): `fit_layout` keeps the run's global batch (accumulation, if need be the micro-batch,
+recomputed) and its data order (streaming's canonical nodes); `resume` then reshards the ZeRO
+state (`training.reshard`) and takes the EMA, the loader position and the LR schedule from the
+checkpoint's layout-free copies. Every step then sees the same samples with the same noise as
+the uninterrupted run; losses agree to float rounding, not bit for bit.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from omegaconf import OmegaConf
 
 from phyworld.config import to_dict, to_yaml
 from phyworld.storage import fsync_path, write_bytes
@@ -55,6 +64,7 @@ from training.checkpoint_files import (
 )
 from training.config import ModelConfig, TrainConfig
 from training.ema import EMA
+from training.reshard import load_zero_state, read_zero_state
 
 LATEST = "latest"
 DEEPSPEED_TAG = "deepspeed"
@@ -65,7 +75,8 @@ CORRUPT = "corrupt_"  # prefix of checkpoints that failed verification on resume
 
 @dataclass
 class RunShape:
-    """What must match between a checkpoint and the run resuming it."""
+    """This launch's layout and global batch. Resuming needs the checkpoint's global batch; the
+    layout may differ (`fit_layout`, `training.reshard`)."""
 
     world_size: int
     dp_size: int
@@ -108,10 +119,15 @@ class _VerifiedIO:
         self.written[path] = torch_save(state_dict, Path(path), self.inner.zipfile_serialization)
 
     def load(self, path: str, map_location: Any = None) -> Any:
-        return torch_load(Path(path), map_location, _deepspeed_safe_globals())
+        return _load_deepspeed(Path(path), map_location)
 
     def __getattr__(self, name: str) -> Any:  # create, commit, makedirs, is_decoupled, ...
         return getattr(self.inner, name)
+
+
+def _load_deepspeed(path: Path, map_location: Any = "cpu") -> Any:
+    """A file DeepSpeed wrote, weights-only (its three checkpoint classes allowed)."""
+    return torch_load(path, map_location, _deepspeed_safe_globals())
 
 
 def verified_io(engine: Any) -> _VerifiedIO:
@@ -164,6 +180,15 @@ def rng_state() -> dict[str, Any]:
     return state
 
 
+def reseed_rng(seed: int, step: int, dp_rank: int) -> None:
+    """Fresh python/numpy/torch(/cuda) streams for this rank from (seed, step, data-parallel
+    rank): on another layout the saved per-rank streams have no owner."""
+    key = int(np.random.SeedSequence([seed, step, dp_rank]).generate_state(1, np.uint32)[0])
+    random.seed(key)
+    np.random.seed(key)
+    torch.manual_seed(key)
+
+
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     name, keys, pos, has_gauss, cached = state["numpy"]
@@ -198,12 +223,8 @@ def save(
     cfg: TrainConfig,
     shape: RunShape,
     keep_last: int,
-    extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write checkpoint `step` (all ranks call this); returns its final directory.
-
-    `extra` is more per-rank state (e.g. the noise generator), returned by `resume`.
-    """
+    """Write checkpoint `step` (all ranks call this); returns its final directory."""
     rank = dist.get_rank()
     root = Path(run_dir) / "checkpoints"
     final = step_dir(run_dir, step)
@@ -220,12 +241,7 @@ def save(
     engine.save_checkpoint(str(tmp), tag=DEEPSPEED_TAG, save_latest=False)
     digests = {Path(p).relative_to(tmp).as_posix(): h for p, h in io.written.items()}
     # 2. This rank's RNG, EMA shard and loader position.
-    per_rank = {
-        "rng": rng_state(),
-        "ema": ema.state_dict(),
-        "loader": loader.state_dict(),
-        "extra": extra or {},
-    }
+    per_rank = {"rng": rng_state(), "ema": ema.state_dict(), "loader": loader.state_dict()}
     rank_file = f"rank_{rank:05d}.pt"
     digests[rank_file] = torch_save(per_rank, tmp / rank_file)
     ema_full = ema.consolidated() if rank == 0 or ema.partitioned else None  # ZeRO-3: collective
@@ -246,6 +262,9 @@ def save(
             "dp_size": shape.dp_size,
             "sp_size": shape.sp_size,
             "global_batch_size": shape.global_batch_size,
+            "micro_batch_size": cfg.parallel.micro_batch_size,
+            "grad_accum_steps": cfg.parallel.grad_accum_steps,
+            "loader": per_rank["loader"],  # the same on every rank: where the data order stands
             "zero_stage": engine.zero_optimization_stage(),
             "model": to_dict(cfg.model),
             "time": time.time(),
@@ -344,13 +363,15 @@ def _quarantine(path: Path) -> Path:
 
 def resume(
     run_dir: str | Path, engine: Any, ema: EMA, loader: Any, cfg: TrainConfig, shape: RunShape
-) -> tuple[Path, int, dict[str, Any]] | None:
+) -> tuple[Path, int] | None:
     """Restore the newest intact checkpoint of the run (all ranks call this): returns (its path,
-    step, this rank's `extra`), or None when there is none.
+    step), or None when there is none.
 
     Every file is verified against `COMPLETE` before anything is loaded. A checkpoint that fails
     is moved to `corrupt_step_X` with a warning naming the files, and the one before it is tried;
-    if none is left, a `CheckpointError` (rather than silently starting over).
+    if none is left, a `CheckpointError` (rather than silently starting over). A checkpoint of
+    another layout (world size, sequence-parallel size) is resharded onto this one; call
+    `fit_layout` first, so that the engine and loader were built for its global batch.
     """
     rank = dist.get_rank()
     root = Path(run_dir) / "checkpoints"
@@ -385,8 +406,7 @@ def resume(
     pointer = root / LATEST
     if rank == 0 and (not pointer.is_file() or pointer.read_text().strip() != path.name):
         write_bytes(pointer, path.name.encode())  # after a fallback: name the one in use
-    step, extra = _restore(path, engine, ema, loader, cfg, shape)
-    return path, step, extra
+    return path, _restore(path, engine, ema, loader, cfg, shape)
 
 
 def _model_diff(saved: dict[str, Any], model: ModelConfig) -> str:
@@ -396,55 +416,195 @@ def _model_diff(saved: dict[str, Any], model: ModelConfig) -> str:
     return ", ".join(f"model.{k}: checkpoint {saved.get(k)!r}, config {now[k]!r}" for k in keys)
 
 
+def _fix(path: Path) -> str:
+    return (
+        "start a new run (another output_dir) with "
+        f"checkpoint.init_from={path} (weights and EMA, fresh optimizer)"
+    )
+
+
 def check_compatible(path: Path, cfg: TrainConfig, shape: RunShape, zero_stage: int) -> dict:
-    """Raise a `CheckpointError` naming the fix if this run cannot resume `path` exactly."""
+    """Raise a `CheckpointError` naming the fix if this run cannot continue `path`; its meta."""
     meta = json.loads((path / "meta.json").read_text())
-    new_dir = "start a new run (another output_dir)"
-    init = f"{new_dir} with checkpoint.init_from={path} (weights and EMA, fresh optimizer)"
     diff = _model_diff(meta["model"], cfg.model)
     if diff:
         raise CheckpointError(
             f"checkpoint {path} is from another model ({diff}). Set the config back to the "
-            f"checkpoint's values, or {new_dir}."
+            "checkpoint's values, or start a new run (another output_dir)."
         )
     if meta["global_batch_size"] != shape.global_batch_size:
         raise CheckpointError(
             f"checkpoint {path} was trained with global batch {meta['global_batch_size']}, this run "
-            f"has {shape.global_batch_size} (micro x accum x data-parallel). Exact resume needs the "
-            "same global batch: adjust parallel.micro_batch_size / grad_accum_steps, or "
-            + init
-            + "."
-        )
-    if (meta["world_size"], meta["sp_size"]) != (shape.world_size, shape.sp_size):
-        raise CheckpointError(
-            f"checkpoint {path} was written by {meta['world_size']} ranks (sequence parallel "
-            f"{meta['sp_size']}), this run has {shape.world_size} (sequence parallel {shape.sp_size}). "
-            "Supported: resuming on the same number of ranks and the same sequence_parallel_size "
-            "(ZeRO shards, EMA shards, RNG and data order are per rank). To continue at another "
-            "scale, " + init + "."
+            f"has {shape.global_batch_size} (micro x accum x data-parallel). Resuming keeps the "
+            "global batch: set parallel.micro_batch_size / grad_accum_steps / global_batch_size "
+            f"back, or {_fix(path)}."
         )
     if meta["zero_stage"] != zero_stage:
         raise CheckpointError(
             f"checkpoint {path} used ZeRO stage {meta['zero_stage']}, this run {zero_stage}: set "
-            f"parallel.zero_stage={meta['zero_stage']}, or " + init + "."
+            f"parallel.zero_stage={meta['zero_stage']}, or {_fix(path)}."
         )
     return meta
 
 
+def _same_layout(meta: dict[str, Any], world_size: int, sp_size: int) -> bool:
+    return (meta["world_size"], meta["sp_size"]) == (world_size, sp_size)
+
+
 def _restore(
     path: Path, engine: Any, ema: EMA, loader: Any, cfg: TrainConfig, shape: RunShape
-) -> tuple[int, dict[str, Any]]:
-    """Load everything `save` wrote into this rank (a verified checkpoint): (step, `extra`)."""
+) -> int:
+    """Load everything `save` wrote into this rank (a verified checkpoint): its step. On the
+    layout that wrote it, each rank's own files (bit-exact); on another, the layout-free state."""
     meta = check_compatible(path, cfg, shape, engine.zero_optimization_stage())
-    per_rank = torch_load(path / f"rank_{dist.get_rank():05d}.pt")
+    step = int(meta["step"])
     verified_io(engine)
+    if not _same_layout(meta, shape.world_size, shape.sp_size):
+        _restore_resharded(path, engine, ema, loader, cfg, shape, step)
+        return step
+    per_rank = torch_load(path / f"rank_{dist.get_rank():05d}.pt")
     load_path, _ = engine.load_checkpoint(str(path), tag=DEEPSPEED_TAG)
     if load_path is None:
         raise CheckpointError(f"DeepSpeed could not load {path / DEEPSPEED_TAG}")
     ema.load_state_dict(per_rank["ema"])
     loader.load_state_dict(per_rank["loader"])
     set_rng_state(per_rank["rng"])
-    return int(meta["step"]), per_rank["extra"]
+    return step
+
+
+def _restore_resharded(
+    path: Path, engine: Any, ema: EMA, loader: Any, cfg: TrainConfig, shape: RunShape, step: int
+) -> None:
+    """Restore a checkpoint of another layout: ZeRO state resharded, the consolidated EMA, the
+    loader position (the same on every rank that wrote it), fresh per-rank RNG streams."""
+    if engine.zero_optimization_stage() > 0:
+        load_zero_state(engine, read_zero_state(path / DEEPSPEED_TAG, _load_deepspeed))
+    elif engine.load_checkpoint(str(path), tag=DEEPSPEED_TAG)[0] is None:  # ZeRO-0: one copy
+        raise CheckpointError(f"DeepSpeed could not load {path / DEEPSPEED_TAG}")
+    ema.load_full(torch_load(path / WEIGHTS)["ema"])
+    loader.load_state_dict(torch_load(path / "rank_00000.pt")["loader"])
+    reseed_rng(cfg.seed, step, dist.get_rank() // shape.sp_size)  # SP ranks are adjacent
+
+
+# ---------------------------------------------------------------------------------------------
+#                          Another layout: the run's global batch and data order
+# ---------------------------------------------------------------------------------------------
+
+
+def _newest_meta(root: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint whose meta.json is intact, and that meta (rank 0 reads; all get it).
+    A checkpoint whose other files are corrupt is still found here: `resume` sets it aside and
+    falls back to an older one, which belongs to the same run, with the same batch and order."""
+    found: list[Any] = [None]
+    if dist.get_rank() == 0:
+        for path in _candidates(root):
+            if not verify(path, ["meta.json"]):
+                found[0] = (path, json.loads((path / "meta.json").read_text()))
+                break
+    dist.broadcast_object_list(found, src=0)
+    return found[0]
+
+
+def _with(cfg: TrainConfig, values: dict[str, Any]) -> TrainConfig:
+    """`cfg` with some values replaced (`{"parallel": {"micro_batch_size": 4}}`), read-only."""
+    new = OmegaConf.merge(cfg, values)
+    OmegaConf.set_readonly(new, True)
+    return new  # type: ignore[return-value]
+
+
+def _micro_for(share: int, largest: int, keeps_order: Callable[[int], bool]) -> int | None:
+    """The largest micro-batch <= `largest` that cuts a rank's `share` of the global batch into
+    whole micro-batches and keeps streaming's sample order, or None."""
+    fits = (m for m in range(min(largest, share), 0, -1) if share % m == 0 and keeps_order(m))
+    return next(fits, None)
+
+
+def _split(cfg: TrainConfig, batch: int, micro: int, dp: int) -> TrainConfig:
+    accum = batch // dp // micro
+    values = {"micro_batch_size": micro, "grad_accum_steps": accum, "global_batch_size": batch}
+    return _with(cfg, {"parallel": values})
+
+
+def fit_layout(cfg: TrainConfig, groups: Any) -> tuple[TrainConfig, list[str]]:
+    """The config this launch trains with, and lines saying what changed (all ranks call this,
+    before the engine and the loader are built). The global batch is what a run keeps; micro-batch
+    x accumulation x data parallel is its split over the ranks of the moment:
+
+    - resuming: the newest checkpoint's global batch and data order (canonical nodes). On the
+      layout that wrote it nothing else changes. On another (`groups`: another world or
+      sequence-parallel size, e.g. a requeue onto other nodes) grad_accum_steps is recomputed,
+      and the micro-batch lowered to the largest that splits a rank's share (and keeps
+      streaming's sample order) when the configured one does not; a `CheckpointError` names the
+      fix when nothing splits it;
+    - a first launch (or checkpoint.resume=false) with `parallel.global_batch_size` set: that
+      batch, split the same way (a job submitted with a node range starts on whatever count is
+      free). Otherwise the config as it is.
+    """
+    from training.data import keeps_sample_order, loader_nodes
+
+    p, dp = cfg.parallel, groups.dp_size
+    newest = _newest_meta(Path(cfg.output_dir) / "checkpoints") if cfg.checkpoint.resume else None
+    if newest is None:
+        batch = p.global_batch_size
+        if not batch or batch % dp or p.micro_batch_size * p.grad_accum_steps * dp == batch:
+            return cfg, []  # nothing to fit, or engine.global_batch_size says what does
+        micro = _micro_for(batch // dp, p.micro_batch_size, lambda m: True)
+        fitted = _split(cfg, batch, micro, dp)
+        return fitted, [
+            f"parallel.global_batch_size={batch} on {dp} data-parallel ranks: micro-batch "
+            f"{micro} x accumulation {fitted.parallel.grad_accum_steps}"
+        ]
+    path, meta = newest
+    order = meta.get("loader") or {}
+    canonical = order.get("num_canonical_nodes")
+    pinned = _with(cfg, {"data": {"num_canonical_nodes": canonical}}) if canonical else cfg
+    batch = meta["global_batch_size"]
+    if _same_layout(meta, groups.world_size, groups.sp_size):
+        return pinned, []
+    if p.global_batch_size and p.global_batch_size != batch:
+        return pinned, []  # an explicit change of global batch: check_compatible says what to do
+    if batch % dp:
+        fitting = [d for d in range(1, batch + 1) if batch % d == 0]
+        raise CheckpointError(
+            f"checkpoint {path} trained with global batch {batch}, which {dp} data-parallel ranks "
+            f"(world {groups.world_size} / sequence parallel {groups.sp_size}) cannot share "
+            f"equally. Resume with a data-parallel size among {fitting}, or {_fix(path)}."
+        )
+    share, nodes = batch // dp, loader_nodes(groups.sp_size)
+    first = order.get("initial_physical_nodes") or nodes
+    micro = _micro_for(
+        share,
+        p.micro_batch_size,
+        lambda m: not canonical or keeps_sample_order(canonical, first, nodes, m),
+    )
+    if micro is None:
+        raise CheckpointError(
+            f"checkpoint {path}: its data order was laid out over {canonical} canonical nodes "
+            f"(first launch on {first}); streaming cannot keep it on {nodes} nodes with any "
+            f"micro-batch dividing {share}. Resume on a node count that divides or is a multiple "
+            f"of {canonical}, or {_fix(path)}."
+        )
+    notes = [
+        f"resuming {path.name} on another layout: written by {meta['world_size']} ranks "
+        f"(sequence parallel {meta['sp_size']}, data parallel {meta['dp_size']}, micro-batch "
+        f"{meta.get('micro_batch_size')} x accumulation {meta.get('grad_accum_steps')}), now "
+        f"{groups.world_size} ranks (sequence parallel {groups.sp_size}, data parallel {dp}): "
+        f"global batch {batch} kept as micro-batch {micro} x accumulation {share // micro}"
+    ]
+    if micro != p.micro_batch_size:
+        notes.append(
+            f"micro-batch {p.micro_batch_size} -> {micro}: a rank's {share} samples per step do "
+            f"not split into micro-batches of {p.micro_batch_size} here (same math, less memory)"
+        )
+    notes.append(
+        "kept exactly: every step's samples (canonical nodes "
+        f"{canonical}), their noise and timesteps (drawn per sample), the optimizer state "
+        "(ZeRO partitions resharded), EMA, LR schedule. Not bit for bit: losses and weights "
+        "agree to float rounding, as gradients are now summed over another split of the "
+        "batch; per-rank python/numpy/torch RNG streams are reseeded from (seed, step, "
+        "data-parallel rank) (training draws nothing from them)"
+    )
+    return _split(pinned, batch, micro, dp), notes
 
 
 # ---------------------------------------------------------------------------------------------

@@ -81,6 +81,10 @@ class DataConfig:
     # parallel.collective_timeout_s: the other ranks wait for this one meanwhile.
     download_retry_s: float = bounded(300.0, ge=0)
     download_timeout_s: float = bounded(60.0, gt=0)  # per attempt (streaming's download_timeout)
+    # streaming's canonical nodes: the global sample order is laid out over this many nodes,
+    # whatever the physical count. 0: the node count of the first launch. Kept in checkpoints, so
+    # a resume on other nodes keeps the order (another count divides or is a multiple of it).
+    num_canonical_nodes: int = bounded(0, ge=0)
 
 
 @dataclass
@@ -129,9 +133,9 @@ class LoggingConfig:
     every_steps: int = bounded(10, ge=1)  # stdout step logs and TensorBoard scalars
     # ground truth | generated video in TensorBoard (0: never)
     video_every_steps: int = bounded(1000, ge=0)
-    peak_tflops: float = bounded(
-        0.0, ge=0
-    )  # per-device peak for MFU; 0: guessed from the device name
+    # per-device peak for MFU; 0: guessed from the device name
+    peak_tflops: float = bounded(0.0, ge=0)
+    sample_ids: bool = False  # RUN/sample_ids.jsonl: the dataset indices of every step's samples
 
 
 @dataclass

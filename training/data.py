@@ -5,10 +5,19 @@ the data-parallel ranks only: the ranks of one sequence-parallel group are conse
 same samples (streaming's `replication`). The loader's `state_dict()` goes into every checkpoint,
 so a resumed run sees exactly the samples an uninterrupted one would have.
 
+Which samples make up an optimizer step does not depend on the layout (nodes, ranks, loader
+workers, micro-batch x accumulation): streaming lays each epoch out as one global order dealt
+across the ranks, so step k of an epoch trains on samples [k GB, (k + 1) GB) of it, as long as the
+canonical nodes stay those of the first launch (`data.num_canonical_nodes`, kept in the loader
+state) and the epoch is a whole number of global batches: it is cut to a multiple of GB and of the
+canonical nodes (streaming draws the few samples left out at random, each epoch). That is what
+lets a run resume on another node count (training.checkpoint).
+
 A batch is `{"video": (B, 3, T, H, W) uint8}` at the stored resolution for `kind: videos` (the
 trainer makes floats in [-1, 1] at `data.resolution` on its device: `to_unit_range`), or
 `{"latents": (B, C, T, h, w)}` for `kind: latents` (datasets whose `latents` column holds
-`(C, T, h, w)` arrays already encoded by the frozen autoencoder).
+`(C, T, h, w)` arrays already encoded by the frozen autoencoder), and `"index": (B,)`, each
+sample's index in the dataset (its noise is drawn from it: training.diffusion.sample_generators).
 
 Trust and outages: every shard is checked against the dataset's manifest.json (sha256) once,
 before anything decodes it: when it is downloaded into the cache (remote datasets; once per node)
@@ -21,6 +30,8 @@ trainer asks Slurm to requeue the job (the run resumes from its last checkpoint)
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
 import random
 import signal
@@ -43,9 +54,11 @@ from streaming import Stream, StreamingDataLoader, StreamingDataset
 from streaming.base.dataset import _ShardState
 from streaming.base.format.base.reader import Reader
 from streaming.base.util import clean_stale_shared_memory
+from streaming.base.world import World
 
 # `schema` registers the `video_zstd` frames encoding (in loader workers too)
 from datagen import schema, shards
+from phyworld import storage
 from phyworld.cli import UserError
 from training.config import DataConfig
 
@@ -204,8 +217,9 @@ class VerifiedStream(Stream):
 
 
 class PhysicsVideos(StreamingDataset):
-    """A StreamingDataset whose samples are training tensors (videos or latents), read from a
-    `VerifiedStream`, and whose download failures reach the trainer instead of hanging it."""
+    """A StreamingDataset whose samples are training tensors (videos or latents) and their index,
+    read from a `VerifiedStream`, and whose download failures reach the trainer instead of hanging
+    it."""
 
     def __init__(self, cfg: DataConfig, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -253,8 +267,49 @@ class PhysicsVideos(StreamingDataset):
         sample = super().__getitem__(index)
         if self.data_cfg.kind == "latents":
             latents = torch.from_numpy(np.asarray(sample["latents"], dtype=np.float32))
-            return {"latents": latents[:, : self.data_cfg.frames]}
-        return {"video": video_uint8(decode_frames(sample["frames"]), self.data_cfg.frames)}
+            return {"latents": latents[:, : self.data_cfg.frames], "index": index}
+        frames = video_uint8(decode_frames(sample["frames"]), self.data_cfg.frames)
+        return {"video": frames, "index": index}
+
+
+def whole_epoch(cfg: DataConfig, multiple: int) -> int | None:
+    """The epoch size that is a whole number of `multiple` samples, or None when the dataset's
+    size already is one (read from its MDS index, retried like a download)."""
+    index = retrying(
+        lambda: storage.read_text(storage.join(cfg.path, shards.INDEX)),
+        f"{shards.INDEX} of {cfg.path}",
+        cfg.download_retry_s,
+    )
+    count = sum(shard["samples"] for shard in json.loads(index)["shards"])
+    if count < multiple:
+        raise DataError(
+            f"dataset {cfg.path} has {count} samples, fewer than one global batch ({multiple}, "
+            "with the canonical nodes); use a larger dataset or a smaller "
+            "parallel.global_batch_size"
+        )
+    return None if count % multiple == 0 else count // multiple * multiple
+
+
+def loader_nodes(sequence_parallel_size: int) -> int:
+    """The node count streaming lays an epoch out over in this launch (after replication, one
+    sequence-parallel group counts as one rank, so SP can change it)."""
+    world = World.detect()
+    return (
+        world.replicate(sequence_parallel_size).num_nodes
+        if sequence_parallel_size > 1
+        else world.num_nodes
+    )
+
+
+def keeps_sample_order(canonical: int, first_nodes: int, nodes: int, micro_batch_size: int) -> bool:
+    """Whether streaming can lay the epoch out over `nodes` in the global order that `canonical`
+    canonical nodes fixed at a first launch on `first_nodes`: when one node count divides the
+    other, or else (its `relaxed` partition) when nodes x micro-batch is a multiple of first_nodes."""
+    return (
+        canonical % nodes == 0
+        or nodes % canonical == 0
+        or nodes * micro_batch_size % first_nodes == 0
+    )
 
 
 def _ignore_job_signals(_worker_id: int) -> None:
@@ -307,18 +362,15 @@ def build_dataloader(
     sequence_parallel_size: int,
     run_dir: str,
     pin_memory: bool = False,
+    global_batch_size: int | None = None,
 ) -> StreamingDataLoader:
     """The shuffled, resumable loader for this rank (call on every rank, after dist init).
 
     `pin_memory` (on CUDA): batches arrive in page-locked memory, so the copy to the GPU can be
-    asynchronous (`.to(device, non_blocking=True)`)."""
+    asynchronous (`.to(device, non_blocking=True)`). `global_batch_size` (default: one
+    micro-batch) sets what an epoch is a whole number of."""
     if cfg.kind not in ("videos", "latents"):
         raise DataError(f"data.kind={cfg.kind!r}: use videos or latents")
-    if cfg.download_retry_s < 0 or cfg.download_timeout_s <= 0:
-        raise DataError(
-            f"data.download_retry_s={cfg.download_retry_s:g} must be >= 0 and "
-            f"data.download_timeout_s={cfg.download_timeout_s:g} > 0"
-        )
     clean_stale_shared_memory()  # /dev/shm left by a killed run would block this one
     manifest = read_manifest(cfg)
     sha256 = {}
@@ -333,13 +385,17 @@ def build_dataloader(
         retry_s=cfg.download_retry_s,
         download_timeout=cfg.download_timeout_s,
     )
+    canonical = cfg.num_canonical_nodes or loader_nodes(sequence_parallel_size)
+    epoch = math.lcm(global_batch_size or micro_batch_size, canonical)
     dataset = PhysicsVideos(
         cfg,
         streams=[stream],
+        epoch_size=whole_epoch(cfg, epoch),
         shuffle=cfg.shuffle,
         shuffle_seed=cfg.shuffle_seed,
         batch_size=micro_batch_size,
         replication=sequence_parallel_size if sequence_parallel_size > 1 else None,
+        num_canonical_nodes=canonical,
     )
     return StreamingDataLoader(
         dataset,

@@ -19,13 +19,21 @@ low-dimensional manifold (white background, a few discs) while v holds full-rank
 the easier target for a model whose width is close to a token's size: there it makes sharp frames
 where velocity prediction leaves grain (docs/quickstart.md). `t` is clipped at `MIN_T` in that
 division, so the loss weight 1 / t^2 on the x0 error stays bounded.
+
+Randomness in training: each sample's timestep and noise come from its own generator, seeded from
+(run seed, step, the sample's index in the dataset) (`sample_generators`). What a sample is
+given thus depends on nothing about the layout (which rank, micro-batch or position holds it), so
+a run resumed on another number of GPUs draws exactly what the uninterrupted run drew, and the
+ranks of a sequence-parallel group, holding the same samples, draw the same values.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -79,6 +87,19 @@ def predicted_velocity(
     raise ValueError(f"diffusion.prediction must be one of {PREDICTIONS}, got {prediction!r}")
 
 
+def sample_generators(
+    seed: int, step: int, sample_ids: torch.Tensor, device: torch.device
+) -> list[torch.Generator]:
+    """One generator per sample of a micro-batch, seeded from (seed, step, its dataset index)."""
+    generators = []
+    for index in sample_ids.tolist():
+        key = np.random.SeedSequence([seed, step, index]).generate_state(2, np.uint32)
+        generators.append(
+            torch.Generator(device=device).manual_seed(int(key[0]) << 32 | int(key[1]))
+        )
+    return generators
+
+
 @dataclass
 class FlowInputs:
     """One training example of the flow objective; all video tensors (B, C or 1, T, H, W)."""
@@ -94,12 +115,22 @@ def flow_inputs(
     x0: torch.Tensor,
     cond_frames: int,
     timestep_sampling: str = "logit_normal",
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
 ) -> FlowInputs:
-    """Draw t and noise for clean latents x0 (B, C, T, H, W) and build the model's inputs."""
-    gen_device = generator.device if generator is not None else x0.device
-    t = sample_timesteps(x0.shape[0], timestep_sampling, generator, gen_device).to(x0.device)
-    noise = torch.randn(x0.shape, generator=generator, device=gen_device).to(x0)
+    """Draw t and noise for clean latents x0 (B, C, T, H, W) and build the model's inputs.
+    `generator`: one for the batch, or one per sample (`sample_generators`: t, then noise)."""
+    if isinstance(generator, Sequence):
+        if len(generator) != x0.shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {x0.shape[0]}")
+        t = torch.cat([sample_timesteps(1, timestep_sampling, g, g.device) for g in generator])
+        noise = torch.stack(
+            [torch.randn(x0.shape[1:], generator=g, device=g.device) for g in generator]
+        )
+        t, noise = t.to(x0.device), noise.to(x0)
+    else:
+        gen_device = generator.device if generator is not None else x0.device
+        t = sample_timesteps(x0.shape[0], timestep_sampling, generator, gen_device).to(x0.device)
+        noise = torch.randn(x0.shape, generator=generator, device=gen_device).to(x0)
     cond, mask = condition(x0, cond_frames)
     t_ = t.to(x0.dtype).view(-1, 1, 1, 1, 1)
     x_t = (1 - t_) * x0 + t_ * noise
@@ -125,7 +156,7 @@ def loss(
     x0: torch.Tensor,
     cond_frames: int,
     timestep_sampling: str = "logit_normal",
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     prediction: str = "velocity",
 ) -> torch.Tensor:
     """Mean squared velocity error over the frames after the first `cond_frames` (a scalar)."""

@@ -9,11 +9,13 @@ attention scores and values.
 
 from __future__ import annotations
 
+import json
 import resource
 import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 # Dense bf16 peak TFLOP/s per device, by substring of the device name (first match wins).
 PEAK_TFLOPS = {
@@ -24,6 +26,22 @@ PEAK_TFLOPS = {
     "A10": 125.0,
     "V100": 125.0,
 }
+
+
+SAMPLE_IDS = "sample_ids.jsonl"  # in RUN: one line per step with `logging.sample_ids=true`
+
+
+def log_sample_ids(run_dir: str | Path, step: int, ids: list[int], replica: bool) -> None:
+    """Append `{"step": S, "samples": [...]}` to RUN/sample_ids.jsonl: the dataset indices of the
+    step's samples over all ranks, sorted (all ranks call; `replica`: this rank holds a copy of
+    another's samples, as sequence-parallel ranks > 0 do). A relaunch that redoes a step appends
+    it again: the last line of a step is the one that counts."""
+    every: list[list[int]] | None = [[] for _ in range(dist.get_world_size())]
+    dist.gather_object([] if replica else ids, every if dist.get_rank() == 0 else None, dst=0)
+    if dist.get_rank() == 0:
+        line = json.dumps({"step": step, "samples": sorted(i for part in every for i in part)})
+        with open(Path(run_dir) / SAMPLE_IDS, "a") as f:
+            f.write(line + "\n")
 
 
 def peak_tflops(configured: float) -> float:

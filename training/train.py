@@ -29,7 +29,7 @@ from training.data import build_dataloader, to_unit_range
 from training.distributed import init_distributed
 from training.ema import EMA
 from training.engine import initialize, run_shape, use_bf16
-from training.metrics import Metrics, peak_tflops, train_flops_per_sample
+from training.metrics import Metrics, log_sample_ids, peak_tflops, train_flops_per_sample
 from training.model import DIT_CONFIGS, build_dit, count_params, describe
 from training.parallel.groups import destroy_parallel, init_parallel
 from training.parallel.sequence import apply_sequence_parallel
@@ -78,10 +78,13 @@ def main(argv: list[str]) -> None:
 
     # Join the process group and build the data-parallel x sequence-parallel groups.
     env = init_distributed(cfg.parallel.collective_timeout_s, cfg.parallel.device)
-    shape = run_shape(cfg, env.world_size)  # the layout adds up, before anything is built
-    groups = init_parallel(shape.sp_size, cfg.parallel.collective_timeout_s)
+    groups = init_parallel(cfg.parallel.sequence_parallel_size, cfg.parallel.collective_timeout_s)
     watchdog = StepWatchdog(cfg.parallel.collective_timeout_s, env.rank)
     preemption = PreemptionHandler()
+    cfg, notes = checkpoint.fit_layout(cfg, groups)  # the run's global batch over these ranks
+    for note in notes:
+        log0(note)
+    shape = run_shape(cfg, env.world_size)  # the layout adds up, before the model is built
     restarts = int(os.environ.get("SLURM_RESTART_COUNT", 0))
     cpus = len(os.sched_getaffinity(0))
     log0(
@@ -102,9 +105,9 @@ def main(argv: list[str]) -> None:
         write_bytes(run_dir / "config.yaml", to_yaml(cfg).encode())
     dist.barrier()
 
-    # Seeds: SP ranks of one replica share the data-parallel rank, so they draw the same noise.
+    # Seeds: SP ranks of one replica share the data-parallel rank. The noise is drawn per sample
+    # (diffusion.sample_generators), the same whatever the layout.
     seed_everything(cfg.seed * 1000 + groups.dp_rank)
-    noise = torch.Generator(device=env.device).manual_seed(cfg.seed * 1000 + groups.dp_rank)
 
     # Frozen autoencoder, DiT (optionally from another run's weights), DeepSpeed engine, EMA.
     autoencoder = build_autoencoder(cfg.vae).to(env.device)
@@ -132,6 +135,7 @@ def main(argv: list[str]) -> None:
         groups.sp_size,
         str(run_dir),
         env.device.type == "cuda",
+        shape.global_batch_size,
     )
 
     # Resume from the newest intact checkpoint of this run, if any (a corrupt one is set aside).
@@ -139,8 +143,7 @@ def main(argv: list[str]) -> None:
     if cfg.checkpoint.resume:
         resumed = checkpoint.resume(run_dir, engine, ema, loader, cfg, shape)
     if resumed is not None:
-        found, step, extra = resumed
-        noise.set_state(extra["noise"])
+        found, step = resumed
         log0(f"resumed from {found} at step {step}")
 
     size = DIT_CONFIGS[cfg.model.size]
@@ -151,15 +154,18 @@ def main(argv: list[str]) -> None:
     while step < cfg.max_steps and not stop:
         watchdog.beat(step)
         # One optimizer step: grad_accum_steps micro-batches; DeepSpeed steps on the last one.
-        losses = []  # on the device: reading them syncs the host, so only logging steps do
+        # on the device: reading them syncs the host, so only logging steps do
+        losses, sample_ids = [], []
         for _ in range(cfg.parallel.grad_accum_steps):
-            x0 = to_latents(next(stream), autoencoder, cfg.data.resolution, env.device).to(dtype)
+            batch = next(stream)
+            x0 = to_latents(batch, autoencoder, cfg.data.resolution, env.device).to(dtype)
+            sample_ids += batch["index"].tolist()
             loss = diffusion.loss(
                 engine,
                 x0,
                 cfg.diffusion.cond_frames,
                 cfg.diffusion.timestep_sampling,
-                noise,
+                diffusion.sample_generators(cfg.seed, step, batch["index"], env.device),
                 cfg.diffusion.prediction,
             )
             engine.backward(loss)
@@ -167,6 +173,8 @@ def main(argv: list[str]) -> None:
             losses.append(loss.detach())
         ema.update()
         step += 1
+        if cfg.logging.sample_ids:
+            log_sample_ids(run_dir, step, sample_ids, replica=groups.sp_rank > 0)
 
         if metrics is None:  # token count known once the first batch is encoded
             tokens = int(np.prod(engine.module.grid(x0.shape)))
@@ -197,7 +205,7 @@ def main(argv: list[str]) -> None:
         stop = agreed.stop
         if stop or agreed.save or step % cfg.checkpoint.every_steps == 0 or step == cfg.max_steps:
             watchdog.beat(step, "checkpoint save")
-            save(run_dir, step, engine, ema, loader, noise, cfg, shape)
+            save(run_dir, step, engine, ema, loader, cfg, shape)
             last_saved = step
 
     agreed = preemption.finish(agreed)
@@ -225,22 +233,11 @@ def save(
     engine: Any,
     ema: EMA,
     loader: Any,
-    noise: torch.Generator,
     cfg: TrainConfig,
     shape: RunShape,
 ) -> None:
-    """A checkpoint of this step, plus this rank's noise generator (see `checkpoint.save`)."""
-    path = checkpoint.save(
-        run_dir,
-        step,
-        engine,
-        ema,
-        loader,
-        cfg,
-        shape,
-        cfg.checkpoint.keep_last,
-        extra={"noise": noise.get_state()},
-    )
+    """A checkpoint of this step (see `checkpoint.save`)."""
+    path = checkpoint.save(run_dir, step, engine, ema, loader, cfg, shape, cfg.checkpoint.keep_last)
     log0(f"saved {path}")
 
 

@@ -88,7 +88,7 @@ def test_every_file_loads_weights_only(saved_run) -> None:
         unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(file)
         assert unsafe == [] or file.parent.name == "deepspeed", (file, unsafe)
     rank = torch_load(ckpt / "rank_00000.pt")
-    assert set(rank) == {"rng", "ema", "loader", "extra"}
+    assert set(rank) == {"rng", "ema", "loader"}
     io = _VerifiedIO(inner=None)
     assert "optimizer_state_dict" in io.load(str(ckpt / OPTIM_SHARD))
 

@@ -112,10 +112,7 @@ def test_incompatible_resume_is_refused_with_the_fix(tiny_run: tuple[Path, list[
     check_compatible(ckpt, cfg, same, zero_stage=2)
     with pytest.raises(CheckpointError, match=r"global batch 8, this run has 16"):
         check_compatible(ckpt, cfg, RunShape(2, 2, 1, 16), zero_stage=2)
-    with pytest.raises(
-        CheckpointError, match=r"written by 1 ranks.*Supported: resuming on the same number"
-    ):
-        check_compatible(ckpt, cfg, RunShape(2, 2, 1, 8), zero_stage=2)
+    check_compatible(ckpt, cfg, RunShape(2, 2, 1, 8), zero_stage=2)  # another layout: resharded
     with pytest.raises(CheckpointError, match=r"ZeRO stage 2, this run 3"):
         check_compatible(ckpt, cfg, same, zero_stage=3)
     bigger = load_config(TrainConfig, [str(ckpt / "config.yaml"), "model.size=S"])
