@@ -63,6 +63,13 @@ NOT_RUN: dict[str, str] = {
     "python bench/": "a benchmark: minutes of CPU, results in bench/RESULTS.md",
     ".venv/bin/python bench/": "a benchmark: minutes of CPU, results in bench/RESULTS.md",
     ".venv/bin/tensorboard": "a server; its log directory is checked by the training tests",
+    "source slurm/site.sh": "exports the site's settings into the shell (tests/slurm/test_slurm_scripts)",
+    "squeue": "reads the cluster's queue",
+    "PHYWORLD_NETNS_DIR=/tmp/pwnetns tests/slurm/netns_cluster.sh": "the two-node cluster (root, "
+    "network namespaces): tests/slurm/test_multinode.py starts and stops it the same way",
+    "export ": "sets the shell's environment for the commands after it",
+    "grep ": "reads a job's log",
+    "bench/gpu_check.sh": "the GPU check; tests/training/test_gpu_check.py runs its --dry-run",
 }
 
 # slurm/SCRIPT.sh -> the `python -m` command it runs, and the arguments it adds first.
@@ -74,6 +81,7 @@ SLURM_SCRIPTS = {
     "slurm/eval.sh": ("eval", []),
     "slurm/vae.sh": ("training.vae", []),
     "slurm/report.sh": ("eval.report", []),
+    "slurm/encode.sh": ("training.encode", []),
 }
 PYTHONS = {"python", "python3", ".venv/bin/python"}
 
@@ -109,8 +117,8 @@ class Command:
         return 1
 
     def slurm(self) -> tuple[list[str], str, list[str]] | None:
-        """`slurm/submit.sh [sbatch options] SCRIPT ARGS` -> (options, SCRIPT, ARGS)."""
-        if self.argv[0] != "slurm/submit.sh":
+        """`slurm/submit.sh|sbatch [sbatch options] SCRIPT ARGS` -> (options, SCRIPT, ARGS)."""
+        if self.argv[0] not in ("slurm/submit.sh", "sbatch"):
             return None
         script = next(i for i, w in enumerate(self.argv) if w.endswith(".sh") and i > 0)
         return list(self.argv[1:script]), self.argv[script], list(self.argv[script + 1 :])
@@ -169,17 +177,30 @@ def expand(argv: list[str], env: dict[str, str]) -> list[str]:
     return out
 
 
-def sbatch_gpus(script: str, options: list[str]) -> int:
-    """GPUs a slurm/train_*.sh job asks for: its #SBATCH header, then the command's options."""
+def sbatch_gpus(script: str, options: list[str]) -> list[int]:
+    """GPU counts a slurm/train_*.sh job may start on: its #SBATCH header, then the command's
+    options (`--nodes=2-4`: each count of the range)."""
     from training.study import _sbatch_values
 
     values = _sbatch_values(REPO / script, options)
-    return int(values.get("nodes", 1)) * int(values.get("gpus-per-node", 1))
+    low, _, high = values.get("nodes", "1").partition("-")
+    per_node = int(values.get("gpus-per-node", 1))
+    return [n * per_node for n in range(int(low), int(high or low) + 1)]
 
 
-def check_config(module: str, args: list[str], gpus: int = 1) -> None:
+def script_args(script: str, args: list[str]) -> list[str]:
+    """The arguments a slurm script passes on: a training script's default config
+    (PHYWORLD_DEFAULT_CONFIG) when the command gives none."""
+    if args and "=" not in args[0]:
+        return args
+    default = re.search(r"^PHYWORLD_DEFAULT_CONFIG=(\S+)$", (REPO / script).read_text(), re.M)
+    return [default.group(1), *args] if default else args
+
+
+def check_config(module: str, args: list[str], gpus: list[int] = (1,)) -> None:
     """Resolve the config a command gives MODULE (raising the entry point's error), and for
-    training check the global batch on `gpus` processes."""
+    training check the global batch on each count of `gpus` processes (an explicit
+    `parallel.global_batch_size` is split over them, as `checkpoint.fit_layout` does)."""
     from datagen.config import DatagenConfig
     from eval.config import EvalConfig
     from eval.report import parse_args
@@ -207,7 +228,11 @@ def check_config(module: str, args: list[str], gpus: int = 1) -> None:
         if module == "training":
             from training.engine import global_batch_size
 
-            global_batch_size(cfg, gpus // cfg.parallel.sequence_parallel_size)
+            for count in gpus:
+                dp = count // cfg.parallel.sequence_parallel_size
+                batch = cfg.parallel.global_batch_size
+                if not batch or batch % dp:  # else fit_layout splits it over the ranks
+                    global_batch_size(cfg, dp)
     else:
         raise AssertionError(f"no check for `python -m {module}`: add one to tests/doc_commands.py")
 
@@ -217,12 +242,13 @@ def check(command: Command, env: dict[str, str]) -> None:
     argv = expand(list(command.argv), env)
     if (called := command.module()) is not None:
         module, args = called
-        check_config(module, expand(args, env), command.torchrun_procs())
+        check_config(module, expand(args, env), [command.torchrun_procs()])
     elif (submitted := command.slurm()) is not None:
         options, script, args = submitted
         assert script in SLURM_SCRIPTS, f"{script}: add it to SLURM_SCRIPTS"
         module, first = SLURM_SCRIPTS[script]
         subprocess.run(["bash", "-n", str(REPO / script)], check=True)
+        args = script_args(script, expand(args, env))
         check_config(module, [*args[:1], *first, *args[1:]], sbatch_gpus(script, options))
     elif (array := command.datagen_array()) is not None:
         check_config("datagen", array)

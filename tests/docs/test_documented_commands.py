@@ -55,13 +55,12 @@ def test_every_block_is_valid_shell(lang: str) -> None:
     ("text", "error"),
     [  # what the docs used to print
         (
-            "torchrun --nproc-per-node 8 -m training configs/train/uniform_dit_s.yaml "
-            "data.path=data/uniform_30k",
-            r"global_batch_size=256 but micro_batch_size .*grad_accum_steps=4",
+            "sbatch --nodes=3 slurm/train_xl.sh configs/train/uniform_dit_xl.yaml",
+            r"global_batch_size=256 but micro_batch_size .* launch on",
         ),
         (
-            "slurm/submit.sh slurm/train_xl.sh configs/train/phyre_dit_xl_256_sp4.yaml",
-            r"missing required config values: \['data.path', 'vae.path'\]",
+            "slurm/submit.sh slurm/train_xl.sh parallel.zero_stag=2",
+            r"parallel.zero_stag",
         ),
         ("python -m eval.report out=report", r"expected \[out=DIR\] RUN"),
         ("python -m eval configs/eval/tiny_cpu.yaml sets.0.path=x", None),
