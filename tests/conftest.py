@@ -54,3 +54,20 @@ def s3_server(tmp_path_factory):
 def s3_url(s3_server, request) -> str:
     """A fresh, empty `s3://phyworld-test/...` prefix for one test."""
     return f"s3://{S3_BUCKET}/{request.node.name[:40]}-{uuid.uuid4().hex[:8]}"
+
+
+# ---------------------------------------------------------------------------------------------
+#   A finished session exits, or says what keeps it alive
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config) -> None:
+    """After the summary the process has 120 s to exit. If something keeps it alive (a child
+    process that ignores SIGTERM, which multiprocessing joins at exit; a thread that never ends),
+    every thread's stack goes to stderr and the process exits with status 1: a red CI run that
+    names the culprit, not a run that waits until CI's own time limit kills it silently."""
+    import faulthandler
+    import sys
+
+    faulthandler.dump_traceback_later(120, exit=True, file=sys.stderr)

@@ -11,9 +11,7 @@ ends it with exit status 75 (EX_TEMPFAIL) after asking Slurm to requeue the job,
 from the last checkpoint once the store is back.
 """
 
-import multiprocessing
 import os
-import signal
 import sys
 
 from phyworld.cli import run_cli
@@ -35,14 +33,6 @@ def train(argv: list[str]) -> int:
         print(f"training: error: [rank {rank}] {err}", file=sys.stderr, flush=True)
         requeue()
         return STORAGE_UNAVAILABLE
-    finally:
-        # Loader workers ignore SIGTERM (a preemption's is for the trainer, which still needs
-        # them), so a run ending on an error would wait for them at exit until the watchdog.
-        # Without torch's SIGCHLD handler, which would report their end as a crash.
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        for child in multiprocessing.active_children():
-            child.kill()
-            child.join()
     return 0
 
 

@@ -29,9 +29,11 @@ trainer asks Slurm to requeue the job (the run resumes from its last checkpoint)
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import random
 import signal
@@ -316,6 +318,22 @@ def _ignore_job_signals(_worker_id: int) -> None:
     """Loader workers leave preemption signals to the trainer (training.preemption)."""
     for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
+
+
+@atexit.register  # registered after multiprocessing's own exit handler, so it runs before it
+def _kill_loader_workers() -> None:
+    """At exit, kill the loader workers still alive (a loader left mid-epoch: a run that stops at
+    max_steps or on an error). multiprocessing's exit handler would send them SIGTERM, which they
+    ignore (`_ignore_job_signals`), then wait for them forever. Torch's SIGCHLD handler goes
+    first: it would report their end as a crash."""
+    workers = [p for p in multiprocessing.active_children() if p.daemon]
+    if not workers:
+        return
+    if multiprocessing.current_process().name == "MainProcess":
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for worker in workers:
+        worker.kill()
+        worker.join()
 
 
 def cache_dir(cfg: DataConfig, run_dir: str) -> str | None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import gc
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -176,3 +178,27 @@ def test_streams_from_s3(s3_url: str, tmp_path: Path) -> None:
     )
     assert batches[1].shape == (4, 3, 8, 32, 32)
     assert any((tmp_path / "cache").rglob("shard.*"))  # really downloaded
+
+
+def test_a_process_that_leaves_its_loader_mid_epoch_exits(tiny_dataset: Path, tmp_path) -> None:
+    """Loader workers ignore SIGTERM (preemption is the trainer's), so multiprocessing's exit
+    handler, which terminates them with it and then joins them, used to wait forever for a
+    process that stopped reading mid-epoch (a run at max_steps, a test taking one batch)."""
+    script = f"""
+import phyworld
+from training.config import DataConfig
+from phyworld.config import load_config
+from training.data import build_dataloader
+cfg = load_config(DataConfig, ["path={tiny_dataset}", "frames=8", "resolution=32", "num_workers=2"])
+loader = iter(build_dataloader(cfg, 2, 1, "{tmp_path / "run"}"))
+next(loader)
+print("one batch", flush=True)
+"""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the process did not exit after taking one batch (loader workers left)")
+    assert done.returncode == 0, done.stderr
+    assert "one batch" in done.stdout
