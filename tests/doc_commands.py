@@ -199,8 +199,7 @@ def script_args(script: str, args: list[str]) -> list[str]:
 
 def check_config(module: str, args: list[str], gpus: list[int] = (1,)) -> None:
     """Resolve the config a command gives MODULE (raising the entry point's error), and for
-    training check the global batch on each count of `gpus` processes (an explicit
-    `parallel.global_batch_size` is split over them, as `checkpoint.fit_layout` does)."""
+    training what it checks at start on each count of `gpus` processes (harness.launched_shape)."""
     from datagen.config import DatagenConfig
     from eval.config import EvalConfig
     from eval.report import parse_args
@@ -224,15 +223,12 @@ def check_config(module: str, args: list[str], gpus: list[int] = (1,)) -> None:
     elif module == "training.study":
         main([*args, "dry_run=true"])  # the plan: every dataset, VAE and run config resolves
     elif module in schemas:
-        cfg = load_config(schemas[module], args)
+        load_config(schemas[module], args)
         if module == "training":
-            from training.engine import global_batch_size
+            from harness import launched_shape
 
             for count in gpus:
-                dp = count // cfg.parallel.sequence_parallel_size
-                batch = cfg.parallel.global_batch_size
-                if not batch or batch % dp:  # else fit_layout splits it over the ranks
-                    global_batch_size(cfg, dp)
+                launched_shape(args, count)
     else:
         raise AssertionError(f"no check for `python -m {module}`: add one to tests/doc_commands.py")
 

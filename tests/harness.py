@@ -143,3 +143,23 @@ def craft_pickle(file: Path, marker: Path) -> None:
     import torch
 
     torch.save({"rng": _Payload(marker), "ema": {}}, file)
+
+
+def launched_shape(args: list[str], world_size: int):
+    """What `python -m training ARGS` checks at start on `world_size` processes, before it builds
+    anything (a first launch): the layout fitted to the ranks (`checkpoint.fit_layout`: an
+    explicit `parallel.global_batch_size` split into micro-batch x accumulation), then the
+    engine's rules (`engine.run_shape`). Returns (config as launched, RunShape); raises the
+    entry point's error."""
+    from types import SimpleNamespace
+
+    from phyworld.config import load_config
+    from training.checkpoint import fit_layout
+    from training.config import TrainConfig
+    from training.engine import run_shape
+
+    cfg = load_config(TrainConfig, [*args, "checkpoint.resume=false"])
+    sp = cfg.parallel.sequence_parallel_size
+    ranks = SimpleNamespace(world_size=world_size, sp_size=sp, dp_size=max(world_size // sp, 1))
+    cfg, _ = fit_layout(cfg, ranks)
+    return cfg, run_shape(cfg, world_size)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from harness import launched_shape
 
 from phyworld.config import ConfigError, load_config
 from training.config import TrainConfig
@@ -17,7 +18,6 @@ from training.engine import (
     deepspeed_config,
     global_batch_size,
     lr_multiplier,
-    run_shape,
 )
 
 
@@ -109,34 +109,42 @@ def _commands(text: str) -> list[str]:
     ]
 
 
-def _launch(source: str, command: str) -> Launch | None:
-    """The launch a command makes, or None if it does not start training on a shipped config."""
+def _launches(source: str, command: str) -> list[Launch]:
+    """The launches a command makes (one per node count of a `--nodes=A-B` range), or none if it
+    does not start training on a shipped config."""
     tokens = shlex.split(command)
     script = next((t for t in tokens if re.fullmatch(r"slurm/train_\w+\.sh", t)), None)
     rest = tokens[tokens.index(script) + 1 :] if script else tokens
     if script is None and "training" not in tokens:
-        return None
+        return []
     if script is None:
         rest = rest[rest.index("training") + 1 :]
         if not rest:
-            return None
+            return []
     if rest and "=" not in rest[0] and not (REPO / rest[0]).is_file():
-        return None  # a placeholder (CONFIG.yaml) or another entry point
+        return []  # a placeholder (CONFIG.yaml) or another entry point
     if script is not None:
         options = dict(re.findall(r"--([\w-]+)=(\S+)", " ".join(tokens[: tokens.index(script)])))
         header = {**_sbatch_header(REPO / script), **options}
-        world = int(header["nodes"]) * int(header["ntasks-per-node"])
+        low, _, high = header["nodes"].partition("-")
         size = re.fullmatch(r"slurm/train_(\w+)\.sh", script).group(1).upper()
         config = rest[0] if rest and "=" not in rest[0] else default_config(script)
         overrides = rest[1:] if rest and "=" not in rest[0] else rest
-        return Launch(source, world, (config, f"model.size={size}", *overrides))
+        return [
+            Launch(
+                source,
+                nodes * int(header["ntasks-per-node"]),
+                (config, f"model.size={size}", *overrides),
+            )
+            for nodes in range(int(low), int(high or low) + 1)
+        ]
     if "torchrun" in tokens[0]:
         flags = dict(re.findall(r"--(nproc[-_]per[-_]node|nnodes)[= ](\d+)", command))
         world = int(flags.get("nproc-per-node", flags.get("nproc_per_node", 1)))
         world *= int(flags.get("nnodes", 1))
     else:
         world = 1
-    return Launch(source, world, tuple(rest))
+    return [Launch(source, world, tuple(rest))]
 
 
 def default_config(script: str) -> str:
@@ -150,11 +158,9 @@ def documented_launches() -> list[Launch]:
     launches = []
     for path in [*DOCS, *TRAIN_CONFIGS]:
         for command in _commands(path.read_text()):
-            launch = _launch(str(path.relative_to(REPO)), command)
-            if launch is not None:
-                launches.append(launch)
+            launches += _launches(str(path.relative_to(REPO)), command)
     for script in sorted((REPO / "slurm").glob("train_*.sh")):
-        launches.append(_launch(f"bare sbatch {script.name}", f"sbatch slurm/{script.name}"))
+        launches += _launches(f"bare sbatch {script.name}", f"sbatch slurm/{script.name}")
     for config, world in LAUNCHED_BY_CODE.items():
         launches.append(Launch("code", world, (config,)))
     return launches
@@ -178,10 +184,10 @@ def test_every_training_config_has_a_documented_launch() -> None:
 def test_documented_launch_passes_the_engine_checks(launch: Launch) -> None:
     """The config as launched (world size from the sbatch header and options, or torchrun's
     flags) gets through what `python -m training` checks before it builds anything."""
-    cfg = load_config(TrainConfig, [str(REPO / launch.args[0]), *launch.args[1:]])
-    shape = run_shape(cfg, launch.world_size)
+    cfg, shape = launched_shape([str(REPO / launch.args[0]), *launch.args[1:]], launch.world_size)
     deepspeed_config(cfg, shape.dp_size)  # precision, ZeRO stage and schedule names
-    if "phyre" in launch.args[0] or "kinematics" in launch.args[0] or "_dit_" in launch.args[0]:
+    paper = "phyre" in launch.args[0] or "kinematics" in launch.args[0] or "_dit_" in launch.args[0]
+    if paper and not any(a.startswith("parallel.global_batch_size=") for a in launch.args):
         assert shape.global_batch_size == 256, "the paper's global batch"
 
 
