@@ -39,6 +39,7 @@ from eval.samples import (
 )
 from eval.velocity import paper_velocity_errors, velocity_errors
 from phyworld.cli import UserError
+from phyworld.data.pixels import to_uint8, to_unit
 
 
 class CheckpointLoadError(UserError, RuntimeError):
@@ -81,10 +82,10 @@ def checkpoint_step(path: Path) -> int:
 def reconstruct(gen, frames: np.ndarray) -> np.ndarray:
     """VAE round trip of uint8 videos (B, T, H, W, 3) at the model's resolution."""
     video = torch.from_numpy(np.ascontiguousarray(frames)).to(gen.device)
-    video = video.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0  # (B, 3, T, H, W)
+    video = to_unit(video.permute(0, 4, 1, 2, 3))  # (B, 3, T, H, W)
     video = resize(video, gen.resolution)
-    out = gen.autoencoder.decode(gen.autoencoder.encode(video)).clamp(-1, 1)
-    return ((out + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
+    out = gen.autoencoder.decode(gen.autoencoder.encode(video))
+    return to_uint8(out).permute(0, 2, 3, 4, 1).cpu().numpy()
 
 
 def resize(video: torch.Tensor, size: int) -> torch.Tensor:

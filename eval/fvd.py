@@ -33,6 +33,7 @@ from torch import nn
 
 from phyworld import storage
 from phyworld.cli import UserError
+from phyworld.data.pixels import to_unit
 
 MIN_FRAMES = 9  # fewer frames leave no time step at I3D's logits
 FEATURE_DIM = 400
@@ -354,7 +355,7 @@ def preprocess(videos: np.ndarray | torch.Tensor, size: int = 224) -> torch.Tens
         )
     if x.shape[1] < MIN_FRAMES:
         raise ValueError(f"I3D needs at least {MIN_FRAMES} frames per video, got {x.shape[1]}")
-    x = x.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0  # (B, 3, T, H, W)
+    x = to_unit(x.permute(0, 4, 1, 2, 3))  # (B, 3, T, H, W)
     return F.interpolate(x, size=(x.shape[2], size, size), mode="trilinear", align_corners=False)
 
 

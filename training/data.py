@@ -60,6 +60,7 @@ from streaming.base.world import World
 from datagen import schema, shards
 from phyworld import storage
 from phyworld.cli import UserError
+from phyworld.data.pixels import to_unit
 from training.config import DataConfig
 
 T = TypeVar("T")
@@ -106,7 +107,7 @@ def to_unit_range(video: torch.Tensor, resolution: int) -> torch.Tensor:
     The trainer calls this on the GPU: loader workers then only decompress and reorder bytes,
     and a batch crosses process boundaries as uint8 (4x smaller than floats).
     """
-    video = video.float().mul_(1 / 127.5).sub_(1.0)
+    video = to_unit(video)
     if video.shape[-2:] != (resolution, resolution):
         # Area averaging: downsampling a rendered ball keeps its soft edge and its centroid.
         video = F.interpolate(video, size=(video.shape[2], resolution, resolution), mode="area")

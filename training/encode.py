@@ -35,9 +35,9 @@ from datagen import shards
 from datagen.schema import COLUMNS
 from phyworld import storage
 from phyworld.config import load_config, to_yaml
+from training.autoencoders import build_autoencoder
 from training.config import VAEConfig
 from training.data import decode_frames, video_tensor
-from training.vae import build_autoencoder
 
 
 @dataclass

@@ -23,6 +23,7 @@ import torch.distributed as dist
 from phyworld.config import load_config, to_yaml
 from phyworld.storage import write_bytes
 from training import checkpoint, diffusion
+from training.autoencoders import build_autoencoder
 from training.checkpoint import RunShape
 from training.config import TrainConfig
 from training.data import build_dataloader, to_unit_range
@@ -34,7 +35,6 @@ from training.model import DIT_CONFIGS, build_dit, count_params, describe
 from training.parallel.groups import destroy_parallel, init_parallel
 from training.parallel.sequence import apply_sequence_parallel
 from training.preemption import Agreed, PreemptionHandler, StepWatchdog, requeue
-from training.vae import build_autoencoder
 
 
 def log0(message: str) -> None:

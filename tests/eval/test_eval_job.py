@@ -29,10 +29,10 @@ from eval.report import main as report_main
 from eval.report import plot_figure3, run_rows, write_table2
 from eval.watch import read_metrics
 from phyworld.config import ConfigError, load_config, to_yaml
+from training.autoencoders import build_autoencoder
 from training.checkpoint_files import write_manifest
 from training.config import TrainConfig
 from training.model import build_dit
-from training.vae import build_autoencoder
 
 TINY_TRAIN = REPO / "configs" / "train" / "tiny_cpu.yaml"
 EVAL_TINY = REPO / "configs" / "eval" / "tiny_cpu.yaml"

@@ -29,6 +29,7 @@ ENTRY_POINTS = (
     "training",
     "eval",
     "training.vae",
+    "eval.vae",
     "training.encode",
     "training.study",
     "eval.report",
