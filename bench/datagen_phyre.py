@@ -3,7 +3,7 @@
     python bench/datagen_phyre.py [--videos 70] [--resolution 256] [--paper-videos 70]
 
 End to end = placement + physics + rendering + the lossless frame encoding the dataset stores
-(`datagen.schema.encode_frames`), one process, timed in CPU seconds of this process (other jobs
+(`phyworld.data.codec.encode_frames`), one process, timed in CPU seconds of this process (other jobs
 on the machine still slow it through shared caches and memory bandwidth: compare figures taken
 at similar load). Every video gets its own layout (the worst case); a second figure gives the
 placement cost when videos share layouts as the paper configs do (100 per template). Prints each
@@ -30,10 +30,10 @@ sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resol
 
 import numpy as np  # noqa: E402
 
-from datagen.render import world_to_pixel  # noqa: E402
 from datagen.sampling import SceneSpec  # noqa: E402
 from datagen.scenes import phyre  # noqa: E402
-from datagen.schema import encode_frames  # noqa: E402
+from phyworld.data.codec import encode_frames  # noqa: E402
+from phyworld.data.pixels import world_to_pixel  # noqa: E402
 
 ZSTD_LEVEL = 1  # as configs/data/phyre_base.yaml
 

@@ -16,7 +16,6 @@ each panel named above it) go to `RUN/eval/videos/` as GIFs and to TensorBoard.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -40,6 +39,7 @@ from eval.samples import (
 from eval.velocity import paper_velocity_errors, velocity_errors
 from phyworld.cli import UserError
 from phyworld.data.pixels import to_uint8, to_unit
+from phyworld.data.runs import checkpoint_step
 
 
 class CheckpointLoadError(UserError, RuntimeError):
@@ -69,13 +69,6 @@ def load_checkpoint(path: Path, cfg: EvalConfig):
         raise CheckpointLoadError(str(err)) from None
     except FileNotFoundError as err:
         raise CheckpointLoadError(f"cannot load checkpoint {path}: {err}") from None
-
-
-def checkpoint_step(path: Path) -> int:
-    meta = path / "meta.json"
-    if meta.is_file():
-        return int(json.loads(meta.read_text())["step"])
-    return int(path.name.rsplit("_", 1)[-1])
 
 
 @torch.no_grad()

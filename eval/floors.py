@@ -29,11 +29,11 @@ STYLES = ("aa", "paper")
 
 def eval_batches(config: str, count: int, *overrides: str) -> Iterator[list[dict]]:
     """`count` samples of datagen config `config`, made in memory 32 at a time and decoded as
-    `datagen.shards.iter_samples` reads them."""
+    `phyworld.data.shards.iter_samples` reads them."""
     from datagen.config import DatagenConfig
     from datagen.generate import BATCH, make_plan, make_samples
-    from datagen.schema import decode_frames
     from phyworld.config import load_config
+    from phyworld.data.codec import decode_frames
 
     args = [str(config), "output=unused", f"count={count}", *overrides]
     plan = make_plan(load_config(DatagenConfig, args))

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datagen.render import index_to_world
 from eval.config import PARSERS  # the parsers: "threshold", "alpha"
+from phyworld.data.pixels import index_to_world
 
 BALL_COLOURS = ("red", "blue")  # ball 1, ball 2 of the kinematic scenes (ARCHITECTURE order)
 _CHANNEL = {"red": 0, "green": 1, "blue": 2}

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from datagen.shards import iter_samples
 from phyworld.config import load_config, to_dict
+from phyworld.data.shards import iter_samples
 from training.autoencoders import (
     VAE_JSON,
     AutoencoderError,

@@ -61,6 +61,10 @@ from phyworld.cli import UserError
 # ----------------------------------------------------------------------------------------------
 
 RANGES = ()  # no parameter comes from the config's `ranges`: templates place the objects
+CONDITION_FRAMES = 0  # no in-view promise (the generator checks none)
+# Scene protocol (datagen.scenes.Scene): templates, not ranges, so no feasibility to filter; the
+# Chipmunk driver below, not datagen.physics, steps the world.
+feasible = world = None
 PIXELS_PER_METRE = 6.0  # PHYRE's Box2D scale
 WORLD_SIZE = 512 / PIXELS_PER_METRE  # the authors' 512-pixel scene, in metres
 GRAVITY = 9.8

@@ -11,8 +11,8 @@ from datagen.config import DatagenConfig, DatagenConfigError
 from datagen.generate import make_plan, run
 from datagen.scenes import States, phyre
 from datagen.scenes.phyre_templates import OUT_OF_TEMPLATE, TRAIN_SUBSETS
-from datagen.shards import iter_samples
 from phyworld.config import load_config
+from phyworld.data.shards import iter_samples
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "data"
 PALETTE = {(255, 255, 255), phyre.RED, phyre.GRAY, phyre.BLACK}

@@ -13,8 +13,8 @@ from datagen.config import DatagenConfig
 from datagen.generate import make_plan, run
 from datagen.scenes import States, phyre
 from datagen.scenes.phyre_templates import NUM_TEMPLATES, template_objects
-from datagen.shards import iter_samples
 from phyworld.config import load_config
+from phyworld.data.shards import iter_samples
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "data"
 PX = W / phyre.SCENE_PX  # one pixel of the authors' 512-pixel scene, in metres

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datagen.render import world_to_pixel
 from datagen.render_shapes import Body, fill_circles, fill_convex_polygons, render_video
+from phyworld.data.pixels import world_to_pixel
 
 H = W = 48
 ZERO = np.zeros(1, dtype=np.int64)  # every item in frame 0

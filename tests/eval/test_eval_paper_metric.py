@@ -124,5 +124,5 @@ def test_eval_job_headline_follows_the_metric(tmp_path, eval_sets):  # noqa: F81
         assert r["vel_error.threshold.gt"] != r["vel_error_gt"]  # the per-step one, beside it
     from phyworld.config import ConfigError
 
-    with pytest.raises(ConfigError, match="metric must be one of step, paper"):
+    with pytest.raises(ConfigError, match=r"set metric to one of step \| paper"):
         eval_main(eval_args(run, eval_sets, "metric=l2"))
