@@ -69,7 +69,7 @@ def shared_layout_placement(videos: int) -> float:
     configs): steady state, every layout already placed once, so only red balls are placed."""
     spec = SceneSpec(
         scene="phyre", level="in_template", sampling="random", count=0, ranges={}, grid={},
-        exclude=[], world_size=phyre.WORLD_SIZE, frames=32, frame_dt=1 / 3, substeps=20, seed=0,
+        exclude=[], world_size=phyre.objects.WORLD_SIZE, frames=32, frame_dt=1 / 3, substeps=20, seed=0,
         options={"templates": "train60", "videos_per_template": 10**6, "layouts_per_template": 100},
     )  # fmt: skip
     for i in range(100):  # place the 100 layouts of template 0
@@ -128,7 +128,7 @@ def main() -> None:
     spec = SceneSpec(
         scene="phyre", level="in_template", sampling="random", count=0, ranges={}, grid={},
         exclude=[], options={"templates": "all", "videos_per_template": 1},
-        world_size=phyre.WORLD_SIZE, frames=32, frame_dt=1 / 3, substeps=20, seed=0,
+        world_size=phyre.objects.WORLD_SIZE, frames=32, frame_dt=1 / 3, substeps=20, seed=0,
     )  # fmt: skip
     paper = dataclasses.replace(
         spec, options={**spec.options, "placement": "paper", "render_scale": 2}

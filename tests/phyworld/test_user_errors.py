@@ -257,11 +257,11 @@ def test_a_placement_error_reaches_the_datagen_cli_as_one_line(tmp_path, monkeyp
     from datagen.scenes import phyre
 
     def too_big(rng, w):
-        return [phyre.bar("dynamic_bar", 2 * w, 1.0, True)]  # longer than the scene
+        return [phyre.objects.bar("dynamic_bar", 2 * w, 1.0, True)]  # longer than the scene
 
-    monkeypatch.setitem(phyre.BUILDERS, "dynamic_bar", too_big)
-    monkeypatch.setattr(phyre, "MAX_LAYOUTS", 2)
-    monkeypatch.setattr(phyre, "MAX_TRIES", 2)
+    monkeypatch.setitem(phyre.placement.BUILDERS, "dynamic_bar", too_big)
+    monkeypatch.setattr(phyre.placement, "MAX_LAYOUTS", 2)
+    monkeypatch.setattr(phyre.placement, "MAX_TRIES", 2)
     args = ["configs/data/phyre_tiny.yaml", f"output={tmp_path / 'phyre'}", "options.templates=5"]
     args += ["workers=1", "progress=false"]
     status, _, err = run_module("datagen", args, monkeypatch, capsys)
