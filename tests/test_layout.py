@@ -1,6 +1,6 @@
 """The layout as the architecture: each stage imports only what lies below it (ARCHITECTURE.md).
 
-    phyworld (cli, config, storage, data)  <-  datagen  <-  training  <-  eval
+    phyworld (cli, config, storage), phyworld.data  <-  datagen, training  <-  eval
 
 Checked on the source (every `import`, at module level or inside a function), so a lazy import
 cannot slip an upward arrow past it. The orchestrators above all three stages
@@ -20,7 +20,7 @@ STAGES = ("datagen", "training", "eval")
 FORBIDDEN = {
     "phyworld": {"datagen", "training", "eval"},
     "datagen": {"training", "eval"},
-    "training": {"eval"},
+    "training": {"datagen", "eval"},  # datasets are read through phyworld.data
 }
 ORCHESTRATORS = {"training/study.py", "phyworld/quickstart.py"}
 
