@@ -23,7 +23,7 @@ IN_FRAME_TOL = 1e-5  # world units: ~10x the float32 rounding of a position belo
 
 def to_unit(video: torch.Tensor) -> torch.Tensor:
     """uint8 in [0, 255] -> float32 in [-1, 1], same shape and device."""
-    return video.float().div_(127.5).sub_(1.0)
+    return video.float().mul_(1 / 127.5).sub_(1.0)  # a multiply: cheaper than a divide
 
 
 def to_uint8(video: Video) -> Video:

@@ -19,7 +19,7 @@ from training.engine import run_shape
 from training.model import build_dit
 from training.parallel.layout import check_token_count
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "train").glob("*_sp*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[3] / "configs" / "train").glob("*_sp*.yaml"))
 GPUS, GPUS_PER_NODE, PAPER_BATCH = 64, 8, 256
 LATENT_DOWNSAMPLE = 8  # SD's VAE and ours at 256x256
 

@@ -16,7 +16,7 @@ from datagen.scenes.phyre_templates import NUM_TEMPLATES, template_objects
 from phyworld.config import load_config
 from phyworld.data.shards import iter_samples
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "data"
+CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "data"
 PX = W / phyre.placement.SCENE_PX  # one pixel of the authors' 512-pixel scene, in metres
 
 

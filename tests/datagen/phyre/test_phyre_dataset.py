@@ -14,7 +14,7 @@ from datagen.scenes.phyre_templates import OUT_OF_TEMPLATE, TRAIN_SUBSETS, templ
 from phyworld.config import load_config
 from phyworld.data.shards import iter_samples
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "data"
+CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "data"
 PALETTE = {(255, 255, 255), phyre.objects.RED, phyre.objects.GRAY, phyre.objects.BLACK}
 
 
