@@ -3,7 +3,7 @@
     python bench/datagen.py [--videos 2000] [--baseline-videos 30] [--resolution 128]
 
 Ours: `datagen.generate.make_samples` in batches of 32, as the generator runs it (pymunk, 32 videos
-per space -> compiled renderer -> `video_zstd` frame column), written by `datagen.shards.PartWriter`
+per space -> compiled renderer -> `video_zstd` frame column), written by `phyworld.data.shards.PartWriter`
 into a local MDS part, for each scenario, in one process (one core).
 Baseline, measured in the same run: the reference design -- the same physics, full-frame float
 rendering of every frame (the authors' soft edge evaluated on every pixel) and MP4 encoding per
@@ -32,9 +32,9 @@ from datagen.config import DatagenConfig  # noqa: E402
 from datagen.generate import BATCH, make_plan, make_samples  # noqa: E402
 from datagen.physics import simulate  # noqa: E402
 from datagen.render import draw  # noqa: E402
-from datagen.schema import encode_frames  # noqa: E402
-from datagen.shards import PartWriter  # noqa: E402
 from phyworld.config import load_config  # noqa: E402
+from phyworld.data.codec import encode_frames  # noqa: E402
+from phyworld.data.shards import PartWriter  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "data"
 SCENARIOS = {

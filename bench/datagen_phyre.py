@@ -3,7 +3,7 @@
     python bench/datagen_phyre.py [--videos 70] [--resolution 256] [--paper-videos 70]
 
 End to end = placement + physics + rendering + the lossless frame encoding the dataset stores
-(`datagen.schema.encode_frames`), one process, timed in CPU seconds of this process (other jobs
+(`phyworld.data.codec.encode_frames`), one process, timed in CPU seconds of this process (other jobs
 on the machine still slow it through shared caches and memory bandwidth: compare figures taken
 at similar load). Every video gets its own layout (the worst case); a second figure gives the
 placement cost when videos share layouts as the paper configs do (100 per template). Prints each
@@ -30,10 +30,10 @@ sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resol
 
 import numpy as np  # noqa: E402
 
-from datagen.render import world_to_pixel  # noqa: E402
 from datagen.sampling import SceneSpec  # noqa: E402
 from datagen.scenes import phyre  # noqa: E402
-from datagen.schema import encode_frames  # noqa: E402
+from phyworld.data.codec import encode_frames  # noqa: E402
+from phyworld.data.pixels import world_to_pixel  # noqa: E402
 
 ZSTD_LEVEL = 1  # as configs/data/phyre_base.yaml
 
@@ -69,7 +69,7 @@ def shared_layout_placement(videos: int) -> float:
     configs): steady state, every layout already placed once, so only red balls are placed."""
     spec = SceneSpec(
         scene="phyre", level="in_template", sampling="random", count=0, ranges={}, grid={},
-        exclude=[], world_size=phyre.WORLD_SIZE, frames=32, frame_dt=1 / 3, substeps=20, seed=0,
+        exclude=[], world_size=phyre.objects.WORLD_SIZE, frames=32, frame_dt=1 / 3, substeps=20, seed=0,
         options={"templates": "train60", "videos_per_template": 10**6, "layouts_per_template": 100},
     )  # fmt: skip
     for i in range(100):  # place the 100 layouts of template 0
@@ -128,7 +128,7 @@ def main() -> None:
     spec = SceneSpec(
         scene="phyre", level="in_template", sampling="random", count=0, ranges={}, grid={},
         exclude=[], options={"templates": "all", "videos_per_template": 1},
-        world_size=phyre.WORLD_SIZE, frames=32, frame_dt=1 / 3, substeps=20, seed=0,
+        world_size=phyre.objects.WORLD_SIZE, frames=32, frame_dt=1 / 3, substeps=20, seed=0,
     )  # fmt: skip
     paper = dataclasses.replace(
         spec, options={**spec.options, "placement": "paper", "render_scale": 2}

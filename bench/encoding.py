@@ -30,8 +30,8 @@ import zstandard  # noqa: E402
 from datagen.config import DatagenConfig  # noqa: E402
 from datagen.generate import make_plan  # noqa: E402
 from datagen.render import draw  # noqa: E402
-from datagen.schema import decode_frames, encode_frames  # noqa: E402
 from phyworld.config import load_config  # noqa: E402
+from phyworld.data.codec import decode_frames, encode_frames  # noqa: E402
 
 SCENARIOS = {  # name: (config, overrides)
     "uniform": ("uniform_30k", []),
@@ -111,7 +111,7 @@ def videos(config: str, overrides: list[str], count: int):
         states = plan.scene.simulate(
             plan.scene.sample_params(spec, index - int(plan.starts[g]), rng), spec
         )
-        if hasattr(plan.scene, "render"):
+        if plan.scene.render is not None:
             frames = plan.scene.render(
                 states, world_size=plan.cfg.world_size, resolution=plan.cfg.resolution
             )

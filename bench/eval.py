@@ -91,10 +91,10 @@ def bench_fvd() -> None:
 def bench_sampling(n: int) -> None:
     from eval.parse import parse_balls
     from phyworld.config import load_config
+    from training.autoencoders import build_autoencoder
     from training.config import TrainConfig
     from training.inference import Generator
     from training.model import build_dit
-    from training.vae import build_autoencoder
 
     cfg = load_config(TrainConfig, ["configs/train/tiny_cpu.yaml", "data.path=x", "output_dir=x"])
     ae = build_autoencoder(cfg.vae)

@@ -108,12 +108,13 @@ def samples_per_s(
 
 def checksum_s_per_sample(root: str, count: int) -> float:
     """Seconds per sample to sha256 every shard of a local dataset once (what the loader checks)."""
-    from datagen import shards
+    from phyworld.data import shards
+    from phyworld.data.digest import sha256_file
 
     names = list(shards.read_manifest(root)["shards"])
     start = time.perf_counter()
     for name in names:
-        shards.sha256_file(Path(root, name))
+        sha256_file(Path(root, name))
     return (time.perf_counter() - start) / count
 
 

@@ -92,9 +92,7 @@ class DatagenConfig:
         used: a misspelt `ranges.speed` silently kept the default speeds)."""
         from datagen.scenes import get_scene
 
-        known = getattr(get_scene(self.scene), "RANGES", None)
-        if known is None:
-            return
+        known = get_scene(self.scene).RANGES
         sections = [("ranges", self.ranges)]
         sections += [(f"groups.{i}.ranges", g.ranges) for i, g in enumerate(self.groups)]
         for where, ranges in sections:

@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -23,13 +22,15 @@ import yaml
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from datagen import physics, shards
+from datagen import physics
 from datagen.config import RUN_KEYS, DatagenConfig, DatagenConfigError
 from datagen.render import STYLES, Canvas, draw, first_hidden
 from datagen.sampling import SceneSpec, group_specs
-from datagen.scenes import States, get_scene
-from datagen.schema import encode_frames, to_json
+from datagen.scenes import Scene, States, get_scene
 from phyworld import storage
+from phyworld.data import shards
+from phyworld.data.codec import encode_frames
+from phyworld.data.schema import to_json
 
 BATCH = 32  # videos made together (simulated in shared pymunk spaces, painted on one canvas)
 
@@ -40,7 +41,7 @@ class Plan:
 
     cfg: DatagenConfig
     name: str
-    scene: ModuleType
+    scene: Scene
     specs: list[SceneSpec]
     starts: np.ndarray  # first global index of each group
     count: int
@@ -79,10 +80,9 @@ def make_plan(cfg: DatagenConfig) -> Plan:
     specs = group_specs(cfg)
     counts = []
     for spec in specs:
-        if hasattr(scene, "validate"):
+        if scene.validate is not None:
             scene.validate(spec)
-        n = scene.count(spec) if hasattr(scene, "count") else None
-        n = spec.count if n is None else n
+        n = spec.count if scene.count is None else scene.count(spec)
         if n < 1:
             raise DatagenConfigError(
                 f"scene '{cfg.scene}' group has no samples: set `count` (random) or `grid` sizes"
@@ -103,7 +103,7 @@ def make_plan(cfg: DatagenConfig) -> Plan:
 
 
 def make_samples(plan: Plan, indices: Sequence[int]) -> list[dict[str, Any]]:
-    """Samples `indices` of the dataset as MDS rows (see `datagen.schema.COLUMNS`).
+    """Samples `indices` of the dataset as MDS rows (see `phyworld.data.schema.COLUMNS`).
 
     Scenes that describe their physics as a `world` are simulated together (`physics.simulate`:
     one pymunk step advances many videos), bit-for-bit as each would be alone."""
@@ -114,7 +114,7 @@ def make_samples(plan: Plan, indices: Sequence[int]) -> list[dict[str, Any]]:
         spec = plan.specs[g]
         rng = np.random.default_rng([cfg.seed, index])
         drafts.append((index, g, spec, plan.scene.sample_params(spec, index - starts[g], rng)))
-    if hasattr(plan.scene, "world"):
+    if plan.scene.world is not None:
         worlds = [plan.scene.world(params, spec) for _, _, spec, params in drafts]
         states = physics.simulate(worlds, cfg.frames, cfg.frame_dt)
     else:
@@ -123,7 +123,7 @@ def make_samples(plan: Plan, indices: Sequence[int]) -> list[dict[str, Any]]:
         _check_condition_in_view(plan, index, params, st)
     # One canvas (or frame buffer, for scenes that render themselves) for all: each row keeps only
     # its encoded bytes, and reusing the memory spares a fresh allocation's page faults per video.
-    if hasattr(plan.scene, "render"):
+    if plan.scene.render is not None:
         canvas = np.empty((cfg.frames, 3, cfg.resolution, cfg.resolution), np.uint8)
     else:
         canvas = Canvas(cfg.frames, cfg.resolution)
@@ -133,7 +133,7 @@ def make_samples(plan: Plan, indices: Sequence[int]) -> list[dict[str, Any]]:
 def _check_condition_in_view(plan: Plan, index: int, params: dict, states: States) -> None:
     """A scene that promises it (`CONDITION_FRAMES` = c) shows every moving object fully in its
     first c frames, the model's condition: a video that breaks it is an error, not data."""
-    frames = getattr(plan.scene, "CONDITION_FRAMES", 0)
+    frames = plan.scene.CONDITION_FRAMES
     hidden = first_hidden(states, plan.cfg.world_size, frames) if frames else None
     if hidden is not None:
         frame, obj = hidden
@@ -162,7 +162,7 @@ def _row(
     """Render (on `canvas`, cleared first; a (T, 3, H, W) buffer for scenes with their own
     renderer) and encode one simulated sample into its MDS row."""
     cfg = plan.cfg
-    if hasattr(plan.scene, "render"):  # scenes with their own renderer (e.g. phyre)
+    if plan.scene.render is not None:  # scenes with their own renderer (e.g. phyre)
         frames = plan.scene.render(
             states, world_size=cfg.world_size, resolution=cfg.resolution, out=canvas, spec=spec
         )

@@ -1,4 +1,4 @@
-"""States -> frames. The one pixel convention of the project, and the fast renderer.
+"""States -> frames: the fast renderer, in the project's pixel convention (`phyworld.data.pixels`).
 
 Pixel convention (ARCHITECTURE.md): the image is `resolution` x `resolution` pixels over a square
 world `world_size` wide; world y points up, image rows go down. Pixel (i, j) (column i, row j)
@@ -33,30 +33,12 @@ from collections.abc import Callable
 import numpy as np
 from numba import njit
 
+from datagen.render_shapes import draw_pieces
 from datagen.scenes import States
+from phyworld.data.pixels import in_frame, world_to_pixel
 
 STYLES = ("aa", "paper")
-IN_FRAME_TOL = 1e-5  # world units: ~10x the float32 rounding of a position below 100
 PAPER_EDGE = 0.03  # the authors' soft band, as a fraction of r^2
-
-
-def world_to_pixel(xy: np.ndarray, world_size: float, resolution: int) -> np.ndarray:
-    """World (x, y) -> continuous pixel coordinates (u, v); pixel i's centre is at i + 0.5."""
-    xy = np.asarray(xy, dtype=np.float64)
-    s = world_size / resolution
-    return np.stack([xy[..., 0] / s, (world_size - xy[..., 1]) / s], axis=-1)
-
-
-def pixel_to_world(uv: np.ndarray, world_size: float, resolution: int) -> np.ndarray:
-    """Continuous pixel coordinates (u, v) -> world (x, y). Inverse of `world_to_pixel`."""
-    uv = np.asarray(uv, dtype=np.float64)
-    s = world_size / resolution
-    return np.stack([uv[..., 0] * s, world_size - uv[..., 1] * s], axis=-1)
-
-
-def index_to_world(ij: np.ndarray, world_size: float, resolution: int) -> np.ndarray:
-    """Pixel indices (column i, row j), possibly fractional (a centroid) -> world (x, y) of centres."""
-    return pixel_to_world(np.asarray(ij, dtype=np.float64) + 0.5, world_size, resolution)
 
 
 def placement(style: str, world_size: float, resolution: int) -> tuple[float, float]:
@@ -66,15 +48,6 @@ def placement(style: str, world_size: float, resolution: int) -> tuple[float, fl
     if style == "paper":
         return (resolution - 1) / world_size, 0.5
     return resolution / world_size, 0.0
-
-
-def in_frame(xy: np.ndarray, half_extent: np.ndarray, world_size: float) -> np.ndarray:
-    """(...) bool: the object centred at `xy` (..., 2), half-extent `half_extent` (broadcast
-    against xy: (..., 1) for a radius, (..., 2) for half-width and half-height) world units, lies
-    fully inside the square world (the frame), up to the float32 rounding of stored states
-    (`IN_FRAME_TOL`: a ball placed against the border is in)."""
-    e = np.asarray(half_extent, dtype=np.float64) - IN_FRAME_TOL
-    return np.all((xy >= e) & (xy <= world_size - e), axis=-1)
 
 
 def first_hidden(states: States, world_size: float, frames: int) -> tuple[int, int] | None:
@@ -193,7 +166,7 @@ def _paint_shape(
     Its centre in pixels is u = x * scale + offset, v = (world - y) * scale + offset
     (`placement`); the patch of frame f spans columns floor(u) - ex ... floor(u) + ex (rows
     likewise with ey); the offsets of pixel centres are computed in float64 and rounded to
-    float32, as `patch_offsets` does."""
+    float32, as `datagen.render_shapes.patch_offsets` does."""
     _, t, h, w = pixels.shape
     # Squared reach of a paper disc in pixels: alpha > 0 only where d2 < r^2, and alpha = 1
     # where d2 <= r^2 - 0.03 r^2.
@@ -446,7 +419,7 @@ class Canvas:
 
     def boxes(self) -> np.ndarray:
         """(K, 5) uint16 frame, row0, row1, col0, col1 of every painted patch: outside them,
-        everything is white (see `datagen.schema.encode_frames`)."""
+        everything is white (see `phyworld.data.codec.encode_frames`)."""
         if not self.painted:
             return np.zeros((0, 5), dtype=np.uint16)
         return np.concatenate(self.painted).astype(np.uint16)
@@ -513,31 +486,17 @@ class Canvas:
         self.painted.append(boxes[:n])
 
 
-# Shapes drawn elsewhere (e.g. `polygon`, `compound` in datagen.render_shapes) register here:
+# Shapes drawn by other modules (PHYRE-like `polygon`, `compound`: datagen.render_shapes):
 # drawer(canvas: Canvas, obj, centres_uv (T, 2), angles (T,), scale, style) -> None; a drawer
-# computes coverage patches (see `patch_offsets`) and calls `canvas.paint`.
-DRAWERS: dict[str, Callable[..., None]] = {}
-
-
-def patch_offsets(uv: np.ndarray, extent_px: float, extent_y_px: float | None = None):
-    """Patch geometry around centres `uv` (T, 2) for an object reaching `extent_px` pixels
-    left/right of its centre (and `extent_y_px` up/down; default the same): top-left rows0,
-    cols0 (T,) and the pixel-centre offsets from the centre in pixels, world axes (y up),
-    dx (T, 1, Bw) and dy (T, Bh, 1)."""
-    ex = int(np.ceil(extent_px + 1.0))
-    ey = int(np.ceil((extent_px if extent_y_px is None else extent_y_px) + 1.0))
-    cols0 = np.floor(uv[:, 0]).astype(np.int64) - ex
-    rows0 = np.floor(uv[:, 1]).astype(np.int64) - ey
-    dx = ((cols0[:, None] + np.arange(2 * ex + 1)) + 0.5 - uv[:, :1]).astype(np.float32)[:, None, :]
-    dy = (uv[:, 1:] - (rows0[:, None] + np.arange(2 * ey + 1)) - 0.5).astype(np.float32)[:, :, None]
-    return rows0, cols0, dx, dy
+# computes coverage patches (`datagen.render_shapes.patch_offsets`) and calls `canvas.paint`.
+DRAWERS: dict[str, Callable[..., None]] = {"compound": draw_pieces, "polygon": draw_pieces}
 
 
 def render(states: States, resolution: int, world_size: float, style: str = "aa") -> np.ndarray:
     """Frames (T, H, W, 3) uint8 RGB on white, objects painted in order (later ones on top).
 
     The returned array is a view of a channel-planar (3, T, H, W) buffer, which is what
-    `datagen.schema.encode_frames` stores; `np.ascontiguousarray` it if a consumer needs
+    `phyworld.data.codec.encode_frames` stores; `np.ascontiguousarray` it if a consumer needs
     (T, H, W, 3) memory order.
     """
     return draw(states, resolution, world_size, style).frames()
@@ -565,8 +524,6 @@ def draw(
         if obj["shape"] in KINDS:
             canvas.paint_shape(obj, states.positions[:, i], states.angles[:, i], world_size, style)
             continue
-        if obj["shape"] not in DRAWERS:
-            import datagen.render_shapes  # noqa: F401  (registers polygon / compound drawers)
         # PHYRE-like shapes: our convention in both styles (the authors' placement is their
         # kinematic generator's; their PHYRE fork renders with PHYRE's own).
         uv = world_to_pixel(states.positions[:, i], world_size, resolution)

@@ -17,7 +17,7 @@ convention, so every pixel holds exactly one palette colour and eval can segment
 Pixel convention (ARCHITECTURE.md): pixel (i, j), column i and row j, covers world
 x in [i*s, (i+1)*s) and y in [world - (j+1)*s, world - j*s) with s = world_size / W; its centre
 is at x = (i + 0.5) s, y = world - (j + 0.5) s. Here shapes are given in pixel units u = x / s,
-v = (world - y) / s (`datagen.render.world_to_pixel`), so pixel (i, j) has its centre at
+v = (world - y) / s (`phyworld.data.pixels.world_to_pixel`), so pixel (i, j) has its centre at
 (u, v) = (i + 0.5, j + 0.5).
 """
 
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from datagen.render import DRAWERS, patch_offsets, world_to_pixel
+from phyworld.data.pixels import world_to_pixel
 
 
 @dataclass(frozen=True)
@@ -209,7 +209,7 @@ def render_video(
 
     Static bodies (`dynamic[k]` false) are drawn once, at their first pose, into the background;
     later bodies in the list are drawn over earlier ones. The result is a view of channel-planar
-    (T, 3, H, W) memory, the layout `datagen.schema.encode_frames` stores without a copy: `out`,
+    (T, 3, H, W) memory, the layout `phyworld.data.codec.encode_frames` stores without a copy: `out`,
     if given (a C-contiguous (T, 3, H, W) uint8 array, overwritten), else a new array. Reusing
     one `out` for video after video saves the page faults of a fresh 6 MB array (256 x 256 x
     32), more than the drawing costs.
@@ -253,6 +253,20 @@ def render_video(
 # ----------------------------------------------------------------------------------------------
 
 
+def patch_offsets(uv: np.ndarray, extent_px: float, extent_y_px: float | None = None):
+    """Patch geometry around centres `uv` (T, 2) for an object reaching `extent_px` pixels
+    left/right of its centre (and `extent_y_px` up/down; default the same): top-left rows0,
+    cols0 (T,) and the pixel-centre offsets from the centre in pixels, world axes (y up),
+    dx (T, 1, Bw) and dy (T, Bh, 1)."""
+    ex = int(np.ceil(extent_px + 1.0))
+    ey = int(np.ceil((extent_px if extent_y_px is None else extent_y_px) + 1.0))
+    cols0 = np.floor(uv[:, 0]).astype(np.int64) - ex
+    rows0 = np.floor(uv[:, 1]).astype(np.int64) - ey
+    dx = ((cols0[:, None] + np.arange(2 * ex + 1)) + 0.5 - uv[:, :1]).astype(np.float32)[:, None, :]
+    dy = (uv[:, 1:] - (rows0[:, None] + np.arange(2 * ey + 1)) - 0.5).astype(np.float32)[:, :, None]
+    return rows0, cols0, dx, dy
+
+
 def _pieces(obj: dict) -> list[np.ndarray]:
     if obj["shape"] == "compound":
         return [np.asarray(p, dtype=np.float64) for p in obj["pieces"]]
@@ -261,7 +275,8 @@ def _pieces(obj: dict) -> list[np.ndarray]:
 
 def draw_pieces(canvas, obj: dict, uv: np.ndarray, angles: np.ndarray, scale: float, style: str):
     """A `datagen.render.DRAWERS` entry: hard-edged convex pieces (both styles: PHYRE has no
-    soft edge), painted through the generic canvas so they layer with the other shapes."""
+    soft edge), painted through the generic canvas (`datagen.render.Canvas`) so they layer with
+    the other shapes."""
     pieces = _pieces(obj)
     extent = max(float(np.linalg.norm(p, axis=1).max()) for p in pieces) * scale
     rows0, cols0, dx, dy = patch_offsets(uv, extent)  # offsets in pixels, world axes (y up)
@@ -278,11 +293,3 @@ def draw_pieces(canvas, obj: dict, uv: np.ndarray, angles: np.ndarray, scale: fl
         ]
         inside |= np.all(np.stack(side) >= 0, axis=0) | np.all(np.stack(side) <= 0, axis=0)
     canvas.paint(obj["colour"], inside.astype(np.float32), rows0, cols0)
-
-
-def _register() -> None:
-    DRAWERS.setdefault("compound", draw_pieces)
-    DRAWERS.setdefault("polygon", draw_pieces)
-
-
-_register()

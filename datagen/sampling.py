@@ -60,7 +60,7 @@ def group_specs(cfg: DatagenConfig) -> list[SceneSpec]:
     """One `SceneSpec` per group (the top level when `groups` is empty), validated."""
     from datagen.scenes import get_scene
 
-    feasible = getattr(get_scene(cfg.scene), "feasible", None)
+    feasible = get_scene(cfg.scene).feasible
     top = {
         "level": cfg.level,
         "sampling": cfg.sampling,

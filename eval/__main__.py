@@ -45,8 +45,8 @@ def run(argv: list[str]) -> int:
 def check_sets(cfg: EvalConfig) -> None:
     """Every eval set reachable and complete, before a checkpoint or network is loaded: an
     unreachable bucket or a missing dataset is named at once."""
-    from datagen.shards import verify_manifest
     from phyworld import storage
+    from phyworld.data.shards import verify_manifest
 
     for eval_set in cfg.sets:
         if storage.is_remote(eval_set.path):

@@ -16,7 +16,6 @@ each panel named above it) go to `RUN/eval/videos/` as GIFs and to TensorBoard.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -39,6 +38,8 @@ from eval.samples import (
 )
 from eval.velocity import paper_velocity_errors, velocity_errors
 from phyworld.cli import UserError
+from phyworld.data.pixels import to_uint8, to_unit
+from phyworld.data.runs import checkpoint_step
 
 
 class CheckpointLoadError(UserError, RuntimeError):
@@ -70,21 +71,14 @@ def load_checkpoint(path: Path, cfg: EvalConfig):
         raise CheckpointLoadError(f"cannot load checkpoint {path}: {err}") from None
 
 
-def checkpoint_step(path: Path) -> int:
-    meta = path / "meta.json"
-    if meta.is_file():
-        return int(json.loads(meta.read_text())["step"])
-    return int(path.name.rsplit("_", 1)[-1])
-
-
 @torch.no_grad()
 def reconstruct(gen, frames: np.ndarray) -> np.ndarray:
     """VAE round trip of uint8 videos (B, T, H, W, 3) at the model's resolution."""
     video = torch.from_numpy(np.ascontiguousarray(frames)).to(gen.device)
-    video = video.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0  # (B, 3, T, H, W)
+    video = to_unit(video.permute(0, 4, 1, 2, 3))  # (B, 3, T, H, W)
     video = resize(video, gen.resolution)
-    out = gen.autoencoder.decode(gen.autoencoder.encode(video)).clamp(-1, 1)
-    return ((out + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
+    out = gen.autoencoder.decode(gen.autoencoder.encode(video))
+    return to_uint8(out).permute(0, 2, 3, 4, 1).cpu().numpy()
 
 
 def resize(video: torch.Tensor, size: int) -> torch.Tensor:

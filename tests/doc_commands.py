@@ -203,6 +203,7 @@ def check_config(module: str, args: list[str], gpus: list[int] = (1,)) -> None:
     from datagen.config import DatagenConfig
     from eval.config import EvalConfig
     from eval.report import parse_args
+    from eval.vae import VAEEvalConfig
     from phyworld.config import load_config
     from phyworld.quickstart import QuickstartConfig
     from training.config import TrainConfig
@@ -215,6 +216,7 @@ def check_config(module: str, args: list[str], gpus: list[int] = (1,)) -> None:
         "training": TrainConfig,
         "eval": EvalConfig,
         "training.vae": VAETrainConfig,
+        "eval.vae": VAEEvalConfig,
         "training.encode": EncodeConfig,
         "phyworld.quickstart": QuickstartConfig,
     }

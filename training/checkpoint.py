@@ -48,6 +48,7 @@ import torch.distributed as dist
 from omegaconf import OmegaConf
 
 from phyworld.config import to_dict, to_yaml
+from phyworld.data.runs import LATEST, WEIGHTS, step_dir
 from phyworld.storage import fsync_path, write_bytes
 from training.checkpoint_files import (
     CheckpointError,
@@ -66,9 +67,7 @@ from training.config import ModelConfig, TrainConfig
 from training.ema import EMA
 from training.reshard import load_zero_state, read_zero_state
 
-LATEST = "latest"
 DEEPSPEED_TAG = "deepspeed"
-WEIGHTS = "weights.pt"
 READ_BY_INFERENCE = ("config.yaml", "meta.json", WEIGHTS)  # all that eval and init_from read
 CORRUPT = "corrupt_"  # prefix of checkpoints that failed verification on resume: kept as they are
 
@@ -82,10 +81,6 @@ class RunShape:
     dp_size: int
     sp_size: int
     global_batch_size: int
-
-
-def step_dir(run_dir: str | Path, step: int) -> Path:
-    return Path(run_dir) / "checkpoints" / f"step_{step:08d}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from typing import IO, Any
 import torch
 
 from phyworld.cli import UserError
+from phyworld.data.digest import sha256_file
 from phyworld.storage import fsync_path, write_bytes
 
 COMPLETE = "COMPLETE"
@@ -69,11 +70,6 @@ def write_hashed(path: Path, write: Callable[[Any], object]) -> str:
 def torch_save(obj: Any, path: Path, zipfile: bool = True) -> str:
     """`torch.save` to `path`, fsynced; returns the file's sha256 (no second read)."""
     return write_hashed(path, lambda f: torch.save(obj, f, _use_new_zipfile_serialization=zipfile))
-
-
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def torch_load(path: Path, map_location: Any = "cpu", safe_globals: Iterable[Any] = ()) -> Any:

@@ -58,10 +58,13 @@ from streaming.base.format.base.reader import Reader
 from streaming.base.util import clean_stale_shared_memory
 from streaming.base.world import World
 
-# `schema` registers the `video_zstd` frames encoding (in loader workers too)
-from datagen import schema, shards
 from phyworld import storage
 from phyworld.cli import UserError
+
+# `schema` registers the `video_zstd` frames encoding (in loader workers too)
+from phyworld.data import codec, shards
+from phyworld.data.digest import sha256_file
+from phyworld.data.pixels import to_unit
 from training.config import DataConfig
 
 T = TypeVar("T")
@@ -88,7 +91,7 @@ def decode_frames(value: Any) -> np.ndarray:
     """The `frames` column as a (T, H, W, 3) uint8 array, whichever way the MDS column decoded."""
     if isinstance(value, np.ndarray):
         return value
-    return schema.decode_frames(value)
+    return codec.decode_frames(value)
 
 
 def video_uint8(frames: np.ndarray, num_frames: int) -> torch.Tensor:
@@ -108,7 +111,7 @@ def to_unit_range(video: torch.Tensor, resolution: int) -> torch.Tensor:
     The trainer calls this on the GPU: loader workers then only decompress and reorder bytes,
     and a batch crosses process boundaries as uint8 (4x smaller than floats).
     """
-    video = video.float().mul_(1 / 127.5).sub_(1.0)
+    video = to_unit(video)
     if video.shape[-2:] != (resolution, resolution):
         # Area averaging: downsampling a rendered ball keeps its soft edge and its centroid.
         video = F.interpolate(video, size=(video.shape[2], resolution, resolution), mode="area")
@@ -203,7 +206,7 @@ class VerifiedStream(Stream):
         """`DataError` naming the shard and the fix if the file at `path` is not the one the
         manifest recorded (the file is deleted if it is a download)."""
         expected = self.sha256.get(basename)
-        if expected is None or shards.sha256_file(path) == expected:
+        if expected is None or sha256_file(path) == expected:
             return
         if path.endswith(".unverified"):
             os.unlink(path)

@@ -16,28 +16,22 @@ is simply resubmitted.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import OmegaConf
-from streaming import MDSWriter
 
-import phyworld  # noqa: F401  (makes `import streaming` safe)
-from datagen import shards
-from datagen.schema import COLUMNS
 from phyworld import storage
 from phyworld.config import load_config, to_yaml
+from phyworld.data import shards
+from phyworld.data.schema import COLUMNS
+from training.autoencoders import build_autoencoder
 from training.config import VAEConfig
 from training.data import decode_frames, video_tensor
-from training.vae import build_autoencoder
 
 
 @dataclass
@@ -55,55 +49,6 @@ class EncodeConfig:
     num_parts: int = 1  # encode workers (a job array)
     part: int = -1  # this worker; -1: SLURM_ARRAY_TASK_ID, else 0
     size_limit: int = 1 << 27  # bytes per MDS shard
-
-
-class LatentPartWriter:
-    """One worker's part: MDS into a local temp dir, then published as ROOT/parts/part_K with
-    DONE (count, shard sizes and checksums: what `datagen.shards.merge` reads) written last."""
-
-    def __init__(
-        self, root: str, k: int, columns: dict[str, str], size_limit: int, config_yaml: str
-    ) -> None:
-        self.root, self.k, self.count = root, k, 0
-        self.config_sha256 = shards.config_sha256(config_yaml)
-        base = Path(root, "parts") if not storage.is_remote(root) else None
-        if base is not None:
-            base.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{shards.part_name(k)}.tmp", dir=base))
-        self.writer = MDSWriter(out=str(self.tmp / "mds"), columns=columns, size_limit=size_limit)
-
-    def write(self, sample: dict[str, Any]) -> None:
-        self.writer.write(sample)
-        self.count += 1
-
-    def publish(self) -> None:
-        self.writer.finish()
-        mds = self.tmp / "mds"
-        files = sorted(p for p in mds.iterdir() if p.name != shards.INDEX)
-        done = {
-            "part": self.k,
-            "config_sha256": self.config_sha256,
-            "first_index": self.k,
-            "count": self.count,
-            "index_sha256": shards.sha256_file(mds / shards.INDEX),
-            "shards": {
-                p.name: {"bytes": p.stat().st_size, "sha256": shards.sha256_file(p)} for p in files
-            },
-        }
-        done_bytes = json.dumps(done, sort_keys=True, indent=1).encode()
-        dest = shards.part_url(self.root, self.k)
-        storage.remove(dest)  # leftovers of a killed attempt
-        if storage.is_remote(self.root):
-            for p in [*files, mds / shards.INDEX]:
-                storage.upload_file(p, storage.join(dest, p.name))
-            storage.write_bytes(storage.join(dest, shards.DONE), done_bytes)
-        else:
-            storage.write_bytes(str(mds / shards.DONE), done_bytes)
-            os.replace(mds, dest)
-        shutil.rmtree(self.tmp)
-
-    def abort(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def latent_columns(dtype: str) -> dict[str, str]:
@@ -134,7 +79,9 @@ def encode_part(cfg: EncodeConfig, part: int, device: torch.device) -> int:
 
     autoencoder = build_autoencoder(cfg.vae).to(device)
     columns = latent_columns(cfg.dtype)
-    writer = LatentPartWriter(cfg.output, part, columns, cfg.size_limit, dataset_yaml(cfg))
+    writer = shards.PartWriter(
+        cfg.output, part, part, cfg.size_limit, dataset_yaml(cfg), columns=columns
+    )
     pending: list[tuple[dict[str, Any], torch.Tensor]] = []
 
     def flush() -> None:

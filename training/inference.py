@@ -17,7 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from phyworld.config import from_yaml
+from phyworld.data.pixels import to_uint8, to_unit
 from training import diffusion
+from training.autoencoders import build_autoencoder
 from training.checkpoint import READ_BY_INFERENCE, WEIGHTS, checkpoint_dir, latest
 from training.checkpoint_files import (
     COMPLETE,
@@ -28,7 +30,6 @@ from training.checkpoint_files import (
 )
 from training.config import TrainConfig
 from training.model import DiT, build_dit
-from training.vae import build_autoencoder
 
 
 @dataclass
@@ -81,7 +82,7 @@ class Generator:
             )
         out = self.autoencoder.decode(latents.float()).clamp(-1, 1)
         out[:, :, :cond_frames] = video[:, :, :cond_frames]  # the given frames, exactly
-        return ((out + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
+        return to_uint8(out).permute(0, 2, 3, 4, 1).cpu().numpy()
 
     def _to_model_video(self, frames_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
         frames = torch.as_tensor(np.asarray(frames_uint8))
@@ -89,7 +90,7 @@ class Generator:
             raise ValueError(
                 f"expected uint8 frames of shape (B, T, H, W, 3), got {tuple(frames.shape)} {frames.dtype}"
             )
-        video = frames.to(self.device).permute(0, 4, 1, 2, 3).float() / 127.5 - 1  # (B, 3, T, H, W)
+        video = to_unit(frames.to(self.device).permute(0, 4, 1, 2, 3))  # (B, 3, T, H, W)
         if video.shape[-2:] != (self.resolution, self.resolution):
             B, C, T, H, W = video.shape
             flat = video.transpose(1, 2).reshape(B * T, C, H, W)

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from phyworld.data.pixels import to_uint8
+
 # Dense bf16 peak TFLOP/s per device, by substring of the device name (first match wins).
 PEAK_TFLOPS = {
     "H200": 989.0,
@@ -139,7 +141,7 @@ class Metrics:
         if self.writer is None:
             return
         pair = torch.cat([truth, generated], dim=-1)  # (B, 3, T, H, 2W)
-        pair = ((pair.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        pair = to_uint8(pair)
         self.writer.add_video(
             "samples/truth_vs_generated", pair.permute(0, 2, 1, 3, 4).cpu(), step, fps=fps
         )

@@ -9,6 +9,7 @@ warning also a requeue).
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import sys
@@ -23,7 +24,7 @@ import torch.distributed as dist
 from phyworld.config import load_config, to_yaml
 from phyworld.storage import write_bytes
 from training import checkpoint, diffusion
-from training.checkpoint import RunShape
+from training.autoencoders import build_autoencoder
 from training.config import TrainConfig
 from training.data import build_dataloader, to_unit_range
 from training.distributed import init_distributed
@@ -34,7 +35,6 @@ from training.model import DIT_CONFIGS, build_dit, count_params, describe
 from training.parallel.groups import destroy_parallel, init_parallel
 from training.parallel.sequence import apply_sequence_parallel
 from training.preemption import Agreed, PreemptionHandler, StepWatchdog, requeue
-from training.vae import build_autoencoder
 
 
 def log0(message: str) -> None:
@@ -64,6 +64,17 @@ def to_latents(
         return batch["latents"].to(device, non_blocking=True)
     video = to_unit_range(batch["video"].to(device, non_blocking=True), resolution)
     return autoencoder.encode(video)
+
+
+def latent_shape(
+    batch: dict[str, torch.Tensor], autoencoder: Any, resolution: int
+) -> tuple[int, ...]:
+    """The shape (B, C, T, h, w) `to_latents` gives a micro-batch, without encoding it."""
+    if "latents" in batch:  # a latent dataset keeps the size it was encoded at
+        return tuple(batch["latents"].shape)
+    B, _, T = batch["video"].shape[:3]
+    side = resolution // autoencoder.downsample
+    return (B, autoencoder.latent_channels, T, side, side)
 
 
 def mean_over_ranks(value: torch.Tensor) -> float:
@@ -131,11 +142,11 @@ def main(argv: list[str]) -> None:
     # Data: sharded over data-parallel ranks, shuffled, resumable.
     loader = build_dataloader(
         cfg.data,
-        cfg.parallel.micro_batch_size,
-        groups.sp_size,
-        str(run_dir),
-        env.device.type == "cuda",
-        shape.global_batch_size,
+        micro_batch_size=cfg.parallel.micro_batch_size,
+        sequence_parallel_size=groups.sp_size,
+        run_dir=str(run_dir),
+        pin_memory=env.device.type == "cuda",
+        global_batch_size=shape.global_batch_size,
     )
 
     # Resume from the newest intact checkpoint of this run, if any (a corrupt one is set aside).
@@ -146,15 +157,28 @@ def main(argv: list[str]) -> None:
         found, step = resumed
         log0(f"resumed from {found} at step {step}")
 
-    size = DIT_CONFIGS[cfg.model.size]
-    metrics: Metrics | None = None
+    # Throughput and MFU: the tokens per sample follow from the first micro-batch's shape (a
+    # latent dataset keeps the size it was encoded at); it is then trained on as usual.
     stream = batches(loader)
-    last_saved = step
+    first = next(stream)
+    stream = itertools.chain([first], stream)
+    tokens = int(np.prod(engine.module.grid(latent_shape(first, autoencoder, cfg.data.resolution))))
+    size = DIT_CONFIGS[cfg.model.size]
+    metrics = Metrics(
+        run_dir,
+        rank=env.rank,
+        world_size=env.world_size,
+        flops_per_sample=train_flops_per_sample(num_params, tokens, size.depth, size.hidden_size),
+        tokens_per_sample=tokens,
+        peak_tflops_per_device=peak_tflops(cfg.logging.peak_tflops),
+    )
+    metrics.log_text("run/slurm_restart_count", str(restarts), step)
+
     stop, agreed = False, Agreed()
     while step < cfg.max_steps and not stop:
         watchdog.beat(step)
         # One optimizer step: grad_accum_steps micro-batches; DeepSpeed steps on the last one.
-        # on the device: reading them syncs the host, so only logging steps do
+        # The losses stay on the device: reading them syncs the host, so only logging steps do.
         losses, sample_ids = [], []
         for _ in range(cfg.parallel.grad_accum_steps):
             batch = next(stream)
@@ -175,38 +199,39 @@ def main(argv: list[str]) -> None:
         step += 1
         if cfg.logging.sample_ids:
             log_sample_ids(run_dir, step, sample_ids, replica=groups.sp_rank > 0)
-
-        if metrics is None:  # token count known once the first batch is encoded
-            tokens = int(np.prod(engine.module.grid(x0.shape)))
-            flops = train_flops_per_sample(num_params, tokens, size.depth, size.hidden_size)
-            metrics = Metrics(
-                run_dir,
-                env.rank,
-                env.world_size,
-                flops,
-                tokens,
-                peak_tflops(cfg.logging.peak_tflops),
-            )
-            metrics.log_text("run/slurm_restart_count", str(restarts), step)
         log_now = step % cfg.logging.every_steps == 0 or step == cfg.max_steps
         loss_mean = mean_over_ranks(torch.stack(losses).double().mean()) if log_now else 0.0
         grad_norm = engine.get_global_grad_norm() if log_now else 0.0
         grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
         metrics.step(
-            step, loss_mean, engine.get_lr()[0], grad_norm, shape.global_batch_size, log_now
+            step,
+            loss=loss_mean,
+            lr=engine.get_lr()[0],
+            grad_norm=grad_norm,
+            samples=shape.global_batch_size,
+            log=log_now,
         )
 
         if cfg.logging.video_every_steps and step % cfg.logging.video_every_steps == 0:
             watchdog.beat(step, "sampling a video")
-            log_video(metrics, engine.module, autoencoder, x0[:1], cfg, step)
+            log_video(metrics, engine.module, autoencoder, x0[:1], cfg=cfg, step=step)
 
         # Stop (time limit, cancel, preemption) and save-on-demand, agreed by all ranks.
         agreed = preemption.poll()
         stop = agreed.stop
         if stop or agreed.save or step % cfg.checkpoint.every_steps == 0 or step == cfg.max_steps:
             watchdog.beat(step, "checkpoint save")
-            save(run_dir, step, engine, ema, loader, cfg, shape)
-            last_saved = step
+            path = checkpoint.save(
+                run_dir,
+                step,
+                engine=engine,
+                ema=ema,
+                loader=loader,
+                cfg=cfg,
+                shape=shape,
+                keep_last=cfg.checkpoint.keep_last,
+            )
+            log0(f"saved {path}")
 
     agreed = preemption.finish(agreed)
     if stop:
@@ -216,29 +241,14 @@ def main(argv: list[str]) -> None:
             log0("SIGTERM (scancel, preemption): not asking for a requeue, Slurm decides")
         elif env.rank == 0 and not requeue():
             log0("not under Slurm: run the same command again to resume")
-    elif last_saved == step:
+    else:  # the last step is always saved (step == max_steps)
         log0(f"done: {step} steps")
     watchdog.close()
-    if metrics is not None:
-        metrics.close()
+    metrics.close()
     engine.destroy()
     dist.barrier()
     destroy_parallel()
     dist.destroy_process_group()
-
-
-def save(
-    run_dir: Path,
-    step: int,
-    engine: Any,
-    ema: EMA,
-    loader: Any,
-    cfg: TrainConfig,
-    shape: RunShape,
-) -> None:
-    """A checkpoint of this step (see `checkpoint.save`)."""
-    path = checkpoint.save(run_dir, step, engine, ema, loader, cfg, shape, cfg.checkpoint.keep_last)
-    log0(f"saved {path}")
 
 
 @torch.no_grad()
@@ -247,6 +257,7 @@ def log_video(
     model: torch.nn.Module,
     autoencoder: Any,
     x0: torch.Tensor,
+    *,
     cfg: TrainConfig,
     step: int,
 ) -> None:

@@ -1,25 +1,10 @@
-"""The scene registry: every scene family plugs into datagen through this one table.
+"""The scene registry and the scene interface: every scene family plugs into datagen through them.
 
-A scene module (one file per family, e.g. `uniform.py`) exposes two functions and knows nothing of
-rendering or storage:
-
-    sample_params(cfg: SceneSpec, index: int, rng: numpy.random.Generator) -> dict
-        The initial parameters of sample `index` (JSON-serialisable). `rng` is seeded from
-        (dataset seed, index) only, so a sample never depends on which worker makes it.
-        Kinematic scenes use `datagen.sampling.params_at` for grid/random draws over `cfg.ranges`.
-    simulate(params: dict, cfg: SceneSpec) -> States
-        Runs the physics and returns per-frame states (frame k at time k * cfg.frame_dt).
-
-and `RANGES` (the names of the parameters it draws from the config's `ranges`; another name is
-refused when the config loads), and optionally `validate(cfg: SceneSpec) -> None` (raise `DatagenConfigError` on bad settings,
-called once before anything is written), `count(cfg: SceneSpec) -> int | None` (the number of
-samples when the scene, not the generic grid/random sampler, decides it) and
-`world(params: dict, cfg: SceneSpec) -> datagen.physics.World` (the pymunk world as data: the
-generator then simulates many videos per pymunk space, `datagen.physics.simulate`, bit-for-bit
-as `simulate` would one by one), `feasible(cfg: SceneSpec, values: dict) -> bool array` (the
-parameter combinations the scene can stage; the sampler never gives it the others) and
-`CONDITION_FRAMES: int` (every moving object is fully in view in that many first frames; the
-generator refuses a video that breaks the promise, and eval an eval set).
+A scene is a module (one file or package per family, e.g. `uniform.py`) that knows nothing of
+storage and satisfies the `Scene` protocol below: `RANGES`, `CONDITION_FRAMES`, `sample_params`
+and `simulate` always; the optional capabilities (`validate`, `count`, `feasible`, `world`,
+`render`) are a function or None, declared either way, so the generator asks the scene what it
+has instead of probing it.
 
 `SCENES` maps a config's `scene:` name to the module that implements it; modules are imported on
 first use so a scene's dependencies cost nothing to the others.
@@ -28,11 +13,15 @@ first use so a scene's dependencies cost nothing to the others.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from datagen.physics import World
+    from datagen.sampling import SceneSpec
 
 SCENES: dict[str, str] = {
     "uniform": "datagen.scenes.uniform",
@@ -73,7 +62,38 @@ class States:
             )
 
 
-def get_scene(name: str) -> ModuleType:
+class Scene(Protocol):
+    """What datagen needs of a scene family (a module; see `SCENES`)."""
+
+    RANGES: tuple[str, ...]  # the parameters drawn from the config's `ranges` (others refused)
+    # Every moving object is fully in view in this many first frames (0: no promise); the
+    # generator refuses a video that breaks it, and eval an eval set.
+    CONDITION_FRAMES: int
+    # Raise `DatagenConfigError` on bad settings, once before anything is written.
+    validate: Callable[[SceneSpec], None] | None
+    # The number of samples, when the scene decides it rather than the grid/random sampler.
+    count: Callable[[SceneSpec], int] | None
+    # (spec, {name: values}) -> bool array: the parameter combinations the scene can stage; the
+    # sampler never gives it the others.
+    feasible: Callable[[SceneSpec, dict[str, np.ndarray]], np.ndarray] | None
+    # The pymunk world as data: the generator then simulates many videos per pymunk space
+    # (`datagen.physics.simulate`), bit for bit as `simulate` would one by one.
+    world: Callable[[dict, SceneSpec], World] | None
+    # Its own renderer: (states, world_size, resolution, out, spec) -> frames (T, H, W, 3),
+    # drawn into `out`, a (T, 3, H, W) uint8 buffer; None: the shared `datagen.render.draw`.
+    render: Callable[..., np.ndarray] | None
+
+    def sample_params(self, spec: SceneSpec, index: int, rng: np.random.Generator) -> dict:
+        """The initial parameters of sample `index` (JSON-serialisable). `rng` is seeded from
+        (dataset seed, index) only, so a sample never depends on which worker makes it."""
+        ...
+
+    def simulate(self, params: dict, spec: SceneSpec) -> States:
+        """Run the physics: per-frame states (frame k at time k * spec.frame_dt)."""
+        ...
+
+
+def get_scene(name: str) -> Scene:
     """The module implementing scene `name`; a clear error lists the known scenes."""
     if name not in SCENES:
         from datagen.config import DatagenConfigError
@@ -81,4 +101,4 @@ def get_scene(name: str) -> ModuleType:
         raise DatagenConfigError(
             f"unknown scene '{name}'. Known scenes: {', '.join(sorted(SCENES))}"
         )
-    return importlib.import_module(SCENES[name])
+    return cast(Scene, importlib.import_module(SCENES[name]))

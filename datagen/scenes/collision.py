@@ -25,6 +25,9 @@ RANGES = ("v1", "v2", "r1", "r2")  # the parameters drawn from the config's `ran
 MIN_PRE_FRAMES = 8  # frames before the contact ...
 MIN_POST_FRAMES = 8  # ... and after it
 CONDITION_FRAMES = 3  # both balls are fully in view in the first 3 frames
+# Scene protocol (datagen.scenes.Scene): no settings to check, counted by the sampler, drawn by
+# the shared renderer.
+validate = count = render = None
 
 
 def feasible(spec: SceneSpec, p: dict):

@@ -26,6 +26,11 @@ from datagen.scenes import States
 
 # The parameters drawn from the config's `ranges` (spatial: the first four, temporal: the rest).
 RANGES = ("v_square", "v_ball", "s", "r", "v1", "r1", "v2", "r2")
+CONDITION_FRAMES = 0  # no in-view promise (the generator checks none)
+# Scene protocol (datagen.scenes.Scene): counted by the sampler, every parameter combination
+# stageable, drawn by the shared renderer.
+count = feasible = render = None
+
 WALL = 0.3  # wall thickness, world units
 
 

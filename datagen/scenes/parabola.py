@@ -17,6 +17,9 @@ from datagen.scenes import States
 RANGES = ("v", "r")  # the parameters drawn from the config's `ranges`
 GRAVITY = 2.5
 CONDITION_FRAMES = 3  # the ball is fully in view in the first 3 frames
+# Scene protocol (datagen.scenes.Scene): no settings to check, counted by the sampler, every
+# parameter combination stageable, drawn by the shared renderer.
+validate = count = feasible = render = None
 
 
 def sample_params(spec: SceneSpec, index: int, rng: np.random.Generator) -> dict:

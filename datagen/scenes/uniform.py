@@ -19,6 +19,9 @@ from datagen.scenes import States
 RANGES = ("v", "r")  # the parameters drawn from the config's `ranges`
 # Every object is fully in view in the first 3 frames (the model's condition frames).
 CONDITION_FRAMES = 3
+# Scene protocol (datagen.scenes.Scene): no settings to check, counted by the sampler, every
+# parameter combination stageable, drawn by the shared renderer.
+validate = count = feasible = render = None
 
 
 def sample_params(spec: SceneSpec, index: int, rng: np.random.Generator) -> dict:

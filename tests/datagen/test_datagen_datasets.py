@@ -12,8 +12,8 @@ import pytest
 
 from datagen.config import DatagenConfig
 from datagen.generate import make_plan, run
-from datagen.shards import iter_samples, verify_manifest
 from phyworld.config import load_config
+from phyworld.data.shards import iter_samples, verify_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs" / "data"

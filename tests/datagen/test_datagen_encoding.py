@@ -1,4 +1,4 @@
-"""The lossless frame encoding `video_zstd` (datagen.schema): round trips on every scenario and
+"""The lossless frame encoding `video_zstd` (phyworld.data.codec): round trips on every scenario and
 on awkward inputs, the storage goal, and clear errors for bad boxes and damaged columns."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from streaming import MDSWriter
 from datagen.config import DatagenConfig
 from datagen.generate import make_plan, make_samples
 from datagen.render import draw
-from datagen.schema import (
-    COLUMNS,
+from phyworld.config import load_config
+from phyworld.data.codec import (
     FrameFormatError,
     decode_frames,
     decode_states,
@@ -22,8 +22,8 @@ from datagen.schema import (
     encode_states,
     found_boxes,
 )
-from datagen.shards import iter_samples
-from phyworld.config import load_config
+from phyworld.data.schema import COLUMNS
+from phyworld.data.shards import iter_samples
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "data"
 
@@ -39,7 +39,7 @@ def scenario_videos(config: str, count: int, *overrides: str):
         rng = np.random.default_rng([plan.cfg.seed, index])
         params = plan.scene.sample_params(spec, index - int(plan.starts[g]), rng)
         states = plan.scene.simulate(params, spec)
-        if hasattr(plan.scene, "render"):
+        if plan.scene.render is not None:
             res = plan.cfg.resolution
             yield plan.scene.render(states, world_size=plan.cfg.world_size, resolution=res), None
         else:

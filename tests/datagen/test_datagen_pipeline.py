@@ -20,10 +20,10 @@ import pytest
 from datagen.__main__ import main
 from datagen.config import DatagenConfig
 from datagen.generate import make_plan, make_sample, make_samples, run
-from datagen.schema import decode_frames
-from datagen.shards import DatasetError, iter_samples, verify_manifest
 from phyworld import storage
 from phyworld.config import load_config
+from phyworld.data.codec import decode_frames
+from phyworld.data.shards import DatasetError, iter_samples, verify_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs" / "data"
@@ -171,8 +171,8 @@ def test_part_writer_writes_the_bytes_mds_writes(tmp_path):
     # PartWriter encodes the columns itself (once-built coders): the shards must not change.
     from streaming import MDSWriter
 
-    from datagen.schema import COLUMNS
-    from datagen.shards import PartWriter
+    from phyworld.data.schema import COLUMNS
+    from phyworld.data.shards import PartWriter
 
     plan = make_plan(cfg_of("output=unused"))
     samples = make_samples(plan, [0, 7, 2999])

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datagen.render import draw, index_to_world, pixel_to_world, render, world_to_pixel
+from datagen.render import draw, render
 from datagen.scenes import States
-from datagen.schema import decode_frames, encode_frames
+from phyworld.data.codec import decode_frames, encode_frames
+from phyworld.data.pixels import index_to_world, pixel_to_world, world_to_pixel
 
 RED, BLUE = [255, 0, 0], [0, 0, 255]
 

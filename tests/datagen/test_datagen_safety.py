@@ -21,9 +21,9 @@ import pytest
 from datagen.__main__ import main
 from datagen.config import DatagenConfig
 from datagen.generate import run
-from datagen.shards import DatasetError, delete_dataset_files, iter_samples, verify_manifest
 from phyworld import storage
 from phyworld.config import load_config
+from phyworld.data.shards import DatasetError, delete_dataset_files, iter_samples, verify_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = str(REPO / "configs" / "data" / "uniform_30k.yaml")

@@ -8,15 +8,15 @@ import numpy as np
 
 from datagen.config import DatagenConfig
 from datagen.generate import make_plan, make_sample
-from datagen.schema import decode_frames
 from phyworld.config import load_config
+from phyworld.data.codec import decode_frames
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_CONFIGS = REPO / "configs" / "data"
 
 
 def make_samples(config: str, count: int, *overrides: str) -> list[dict]:
-    """`count` samples of configs/data/`config` (decoded like `datagen.shards.iter_samples`)."""
+    """`count` samples of configs/data/`config` (decoded like `phyworld.data.shards.iter_samples`)."""
     import json
 
     cfg = load_config(

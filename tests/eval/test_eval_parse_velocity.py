@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from evalkit import make_samples, stack
 
-from eval.parse import parse_balls, to_uint8
+from eval.parse import parse_balls
 from eval.samples import EvalSetError, kinematic_truth
 from eval.velocity import collision_frame, finite_difference, velocity_errors
+from phyworld.data.pixels import to_uint8
 
 
 def _errors(samples, method, parsed=None, **kw):

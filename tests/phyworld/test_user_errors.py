@@ -29,6 +29,7 @@ ENTRY_POINTS = (
     "training",
     "eval",
     "training.vae",
+    "eval.vae",
     "training.encode",
     "training.study",
     "eval.report",
@@ -249,3 +250,50 @@ def test_every_error_class_of_the_project_is_a_user_error() -> None:
     names = {c.__name__ for c in classes}
     assert {"PlacementError", "FrameFormatError", "DatasetError", "WeightsError"} <= names
     assert [c.__name__ for c in classes if not issubclass(c, UserError)] == []
+
+
+def test_a_placement_error_reaches_the_datagen_cli_as_one_line(tmp_path, monkeypatch, capsys):
+    """A PHYRE template that cannot be placed: `python -m datagen` names it in one line."""
+    from datagen.scenes import phyre
+
+    def too_big(rng, w):
+        return [phyre.objects.bar("dynamic_bar", 2 * w, 1.0, True)]  # longer than the scene
+
+    monkeypatch.setitem(phyre.placement.BUILDERS, "dynamic_bar", too_big)
+    monkeypatch.setattr(phyre.placement, "MAX_LAYOUTS", 2)
+    monkeypatch.setattr(phyre.placement, "MAX_TRIES", 2)
+    args = ["configs/data/phyre_tiny.yaml", f"output={tmp_path / 'phyre'}", "options.templates=5"]
+    args += ["workers=1", "progress=false"]
+    status, _, err = run_module("datagen", args, monkeypatch, capsys)
+    assert status == 2
+    assert err.startswith("datagen: error: template 5") and "Traceback" not in err, err
+    assert err.count("\n") == 1, err
+
+
+def test_a_corrupt_frames_column_reaches_the_cli_as_one_line(tmp_path, monkeypatch, capsys):
+    """A dataset whose checksums match but whose frames are not PWV4 (written by something
+    else): the reader's FrameFormatError is one line, not a traceback."""
+    import numpy as np
+
+    from phyworld.data.shards import PartWriter, merge
+
+    root = str(tmp_path / "foreign")
+    writer = PartWriter(root, 0, 0, 1 << 20, "foreign: true\n")
+    states = np.zeros((8, 1, 2), np.float32)
+    writer.write(
+        {
+            **{key: "x" for key in ("id", "scenario", "split", "level")},
+            "frames": b"not a PWV4 video",  # bytes go into the column as they are
+            **{key: states for key in ("positions", "velocities")},
+            "angles": states[..., 0],
+            "objects": [],
+            "params": {},
+        }
+    )
+    writer.publish()
+    merge(root, 1, "foreign: true\n")
+    args = [f"data={root}", f"output_dir={tmp_path / 'out'}", "vae.kind=pixel"]
+    status, _, err = run_module("eval.vae", args, monkeypatch, capsys)
+    assert status == 2
+    assert err.startswith("eval.vae: error: ") and "video_zstd" in err, err
+    assert err.count("\n") == 1, err

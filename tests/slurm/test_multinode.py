@@ -154,7 +154,7 @@ def dataset(slurm_two_nodes, tmp_path_factory: pytest.TempPathFactory) -> tuple[
 
 @pytest.mark.slow
 def test_datagen_array_spreads_over_both_nodes(dataset: tuple[Path, list[str]]) -> None:
-    from datagen.shards import iter_samples, verify_manifest
+    from phyworld.data.shards import iter_samples, verify_manifest
 
     out, hosts = dataset
     assert set(hosts) == {"node1", "node2"}, hosts

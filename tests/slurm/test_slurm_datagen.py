@@ -25,7 +25,7 @@ def submitted(out: str) -> tuple[str, str]:
 
 @pytest.mark.slow
 def test_datagen_array_completes_after_a_killed_task(slurm_cluster, tmp_path: Path) -> None:
-    from datagen.shards import iter_samples, verify_manifest
+    from phyworld.data.shards import iter_samples, verify_manifest
 
     out = tmp_path / "uniform_small"
     env = {"PHYWORLD_LOG_ROOT": str(tmp_path / "logs"), "PHYWORLD_PYTHON": sys.executable}

@@ -23,7 +23,7 @@ SBATCH = [
 
 @pytest.mark.slow
 def test_watcher_evaluates_each_checkpoint_once(slurm_cluster, tmp_path: Path) -> None:
-    from datagen.shards import verify_manifest  # noqa: F401  (datagen registers its encoding)
+    from phyworld.data.shards import verify_manifest  # noqa: F401  (datagen registers its encoding)
 
     data = tmp_path / "data"
     common = ["sampling=random", "frames=8", "resolution=32", "progress=false"]

@@ -158,7 +158,7 @@ def test_encode_array_writes_the_latent_dataset(slurm_cluster, tmp_path: Path) -
     """slurm/encode.sh as an array of 2 workers: both parts, then one index and manifest."""
     from harness import make_dataset
 
-    from datagen.shards import verify_manifest
+    from phyworld.data.shards import verify_manifest
 
     data = make_dataset(tmp_path / "data", count=12)
     latents = tmp_path / "latents"

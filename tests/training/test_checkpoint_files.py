@@ -161,12 +161,28 @@ def test_prune_deletes_only_what_training_wrote(tmp_path: Path) -> None:
     assert latest(tmp_path).name == "step_00000020"
 
 
-def test_write_atomic_replaces_whole_file(tmp_path: Path) -> None:
+def test_a_crash_mid_write_leaves_the_old_file(tmp_path: Path) -> None:
+    """`latest` rewritten by a process that dies after writing the new bytes but before they
+    replace the old file (its fsync kills it): the old pointer survives whole."""
+    import subprocess
+    import sys
+
     target = tmp_path / "latest"
     write_bytes(target, b"step_00000010")
-    write_bytes(target, b"step_00000020")
+    crash = (
+        "import os\n"
+        "from phyworld.storage import write_bytes\n"
+        "os.fsync = lambda fd: os._exit(3)  # the bytes are written; die before the rename\n"
+        f"write_bytes({str(target)!r}, b'step_00000020')\n"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    assert subprocess.run([sys.executable, "-c", crash], cwd=repo).returncode == 3
+    assert target.read_bytes() == b"step_00000010"
+    # The new bytes went only to a temporary beside it, which no reader takes for `latest`.
+    (temp,) = [p for p in tmp_path.iterdir() if p != target]
+    assert temp.name.startswith(".latest.tmp") and temp.read_bytes() == b"step_00000020"
+    write_bytes(target, b"step_00000020")  # the next write succeeds beside the leftover
     assert target.read_bytes() == b"step_00000020"
-    assert [p.name for p in tmp_path.iterdir()] == ["latest"]  # no temporary left behind
 
 
 def test_a_crafted_manifest_cannot_make_prune_delete_outside(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import pytest
 import torch
 from harness import TINY_CONFIG, craft_pickle, flip, run_training
 
+from phyworld.data.runs import step_dir
 from training.checkpoint import _VerifiedIO, _weights_only_everywhere, init_weights
 from training.checkpoint_files import (
     COMPLETE,
@@ -47,7 +48,7 @@ def saved_run(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) -> t
 
 
 def step(run: Path, n: int) -> Path:
-    return run / "checkpoints" / f"step_{n:08d}"
+    return step_dir(run, n)
 
 
 def forge_manifest(ckpt: Path, rel: str) -> None:

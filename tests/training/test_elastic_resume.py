@@ -22,7 +22,8 @@ import torch
 from harness import TINY_CONFIG, flip, logged_losses, run_training
 
 from phyworld.config import load_config
-from training.checkpoint import CheckpointError, fit_layout, step_dir
+from phyworld.data.runs import LATEST, META, step_dir
+from training.checkpoint import CheckpointError, fit_layout
 from training.checkpoint_files import write_manifest
 from training.config import TrainConfig
 from training.diffusion import flow_inputs, sample_generators
@@ -124,9 +125,9 @@ def fake_checkpoint(run: Path, step: int, **meta) -> Path:
     """A checkpoint directory holding only meta.json (what `fit_layout` reads), complete."""
     path = step_dir(run, step)
     path.mkdir(parents=True)
-    (path / "meta.json").write_text(json.dumps({"step": step, **meta}))
+    (path / META).write_text(json.dumps({"step": step, **meta}))
     write_manifest(path, {})
-    (run / "checkpoints" / "latest").write_text(path.name)
+    (path.parent / LATEST).write_text(path.name)
     return path
 
 

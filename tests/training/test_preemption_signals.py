@@ -20,6 +20,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from harness import REPO, TINY_CONFIG, free_port, run_training, train_env
 
+from phyworld.data.runs import LATEST, step_dir
 from training.checkpoint import is_complete
 
 
@@ -158,8 +159,8 @@ def test_signal_checkpoints_requeues_and_resumes(tmp_path: Path, tiny_dataset: P
                 proc.kill()
     text = log.read_text()
     stopped = int(re.search(r"stopped by signal after step (\d+)", text).group(1))
-    saved = run / "checkpoints" / f"step_{stopped:08d}"
-    assert is_complete(saved) and (run / "checkpoints" / "latest").read_text() == saved.name
+    saved = step_dir(run, stopped)
+    assert is_complete(saved) and (saved.parent / LATEST).read_text() == saved.name
     assert calls.read_text().split() == ["requeue", "4242"]
 
     resumed = run_training([*args, f"max_steps={stopped + 2}"], nproc=2)

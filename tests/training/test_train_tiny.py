@@ -129,7 +129,7 @@ def test_cli_reports_a_model_size_change_clearly(tiny_run: tuple[Path, list[str]
 
 
 def test_generator_continues_videos(tiny_run: tuple[Path, list[str]], tiny_dataset: Path) -> None:
-    from datagen.shards import iter_samples
+    from phyworld.data.shards import iter_samples
     from training.inference import load_generator
 
     run = tiny_run[0]

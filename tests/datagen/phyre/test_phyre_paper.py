@@ -13,25 +13,25 @@ from datagen.config import DatagenConfig
 from datagen.generate import make_plan, run
 from datagen.scenes import States, phyre
 from datagen.scenes.phyre_templates import NUM_TEMPLATES, template_objects
-from datagen.shards import iter_samples
 from phyworld.config import load_config
+from phyworld.data.shards import iter_samples
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "data"
-PX = W / phyre.SCENE_PX  # one pixel of the authors' 512-pixel scene, in metres
+CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "data"
+PX = W / phyre.placement.SCENE_PX  # one pixel of the authors' 512-pixel scene, in metres
 
 
-def paper_scene(template: int, seed: int) -> list[phyre.Obj]:
+def paper_scene(template: int, seed: int) -> list[phyre.objects.Obj]:
     rng = np.random.default_rng([seed, template])
-    layout = phyre.place_layout(template, rng, W, "paper")
-    user = phyre.place_user_ball(layout, rng, W, "paper")
+    layout = phyre.placement.place_layout(template, rng, W, "paper")
+    user = phyre.placement.place_user_ball(layout, rng, W, "paper")
     assert user is not None
     return [*layout, user]
 
 
-def overlaps_somewhere(objs: list[phyre.Obj]) -> bool:
+def overlaps_somewhere(objs: list[phyre.objects.Obj]) -> bool:
     """Whether project placement would reject the layout: two objects that can collide overlap,
     or one sticks out of the scene."""
-    occ = phyre._Occupancy(W)
+    occ = phyre.placement._Occupancy(W)
     for obj in objs:
         if not occ.fits([obj]):
             return True
@@ -47,11 +47,15 @@ def test_paper_layouts_keep_the_authors_ranges_and_overlaps():
     paper, project, rejected = [], [], []
     for template in range(NUM_TEMPLATES):
         for k in range(6):
-            objs = phyre.place_layout(template, np.random.default_rng([1, template, k]), W, "paper")
+            objs = phyre.placement.place_layout(
+                template, np.random.default_rng([1, template, k]), W, "paper"
+            )
             assert {o.type for o in objs} == set(template_objects(template))
             paper += [o.size[0] / W for o in objs if o.type == "static_bar"]
             rejected.append(overlaps_somewhere(objs))
-            proj = phyre.place_layout(template, np.random.default_rng([1, template, k]), W)
+            proj = phyre.placement.place_layout(
+                template, np.random.default_rng([1, template, k]), W
+            )
             assert not overlaps_somewhere(proj)
             project += [o.size[0] / W for o in proj if o.type == "static_bar"]
     assert len(paper) == 6 * 35 and abs(np.mean(paper) - 0.35) < 0.02
@@ -97,7 +101,7 @@ def test_paper_chain_walk_is_the_authors():
         ]
     )
     np.testing.assert_allclose(
-        phyre._chain_paper(rng, 5),
+        phyre.placement._chain_paper(rng, 5),
         [(0.4, 0.55), (0.4, 0.45), (0.4, 0.35), (0.5, 0.35), (0.6, 0.35)],
         atol=1e-12,
     )
@@ -120,14 +124,17 @@ def test_paper_red_ball_radius_follows_the_layouts_balls():
         )
         for seed in range(4):
             *layout, user = paper_scene(template, seed)
-            lo, hi = phyre.paper_radius_range(layout, W)
+            lo, hi = phyre.placement.paper_radius_range(layout, W)
             r = round(user.circles[0, 2] / PX)
             assert user.circles[0, 2] / PX == pytest.approx(r, abs=1e-9)  # whole pixels
             assert round(2 + 310 * lo) <= r <= round(2 + 310 * hi)
-            seen[group].append(r / phyre.SCENE_PX)
+            seen[group].append(r / phyre.placement.SCENE_PX)
             # Inside the scene and touching nothing, the only check the authors make.
-            assert phyre.outside(user, W) <= 0
-            assert max(phyre.penetration(user, o) for o in layout) <= phyre.OVERLAP_TOLERANCE
+            assert phyre.overlap.outside(user, W) <= 0
+            assert (
+                max(phyre.overlap.penetration(user, o) for o in layout)
+                <= phyre.overlap.OVERLAP_TOLERANCE
+            )
     every = [r for group in seen.values() for r in group]
     assert min(every) >= 8 / 512 and max(every) <= 64 / 512
     assert max(seen["static"]) <= 27 / 512 < max(seen["dynamic"])
@@ -139,14 +146,14 @@ def test_paper_red_ball_may_start_beside_an_object_or_inside_a_jar():
     # below) the object it picks; the authors' may start level with it, beside it or inside.
     from scipy.spatial import Delaunay
 
-    jar = phyre._place(phyre.jar(0.3 * W, W), 0.0, bottom=0.0, center_x=0.5 * W)
+    jar = phyre.placement._place(phyre.objects.jar(0.3 * W, W), 0.0, bottom=0.0, center_x=0.5 * W)
     x0, y0, x1, y1 = jar.bounds()
     hull = Delaunay([pt for (pts, _), _ in jar.geometry().polygons for pt in pts])
     counts = {}
     for placement in ("project", "paper"):
         inside = beside = 0
         for seed in range(300):
-            user = phyre.place_user_ball([jar], np.random.default_rng(seed), W, placement)
+            user = phyre.placement.place_user_ball([jar], np.random.default_rng(seed), W, placement)
             r = user.circles[0, 2]
             level = y0 < user.y - r and user.y + r < y1
             inside += level and hull.find_simplex([user.x, user.y]) >= 0
@@ -161,7 +168,7 @@ def test_paper_overlaps_are_pushed_apart(template):
     # The authors' scenes may start with objects overlapping each other or poking into a wall;
     # the simulation pushes them apart within a few frames, and nothing dynamic leaves the scene.
     objs = paper_scene(template, seed=3)
-    traj = phyre.simulate_objects(objs, W, FRAMES, SUBSTEPS, FRAME_DT)
+    traj = phyre.chipmunk.simulate_objects(objs, W, FRAMES, SUBSTEPS, FRAME_DT)
     dyn = np.isfinite(traj.mass)
     assert (
         not traj.velocities[0].any() and (traj.positions[:, ~dyn] == traj.positions[:1, ~dyn]).all()
@@ -169,7 +176,9 @@ def test_paper_overlaps_are_pushed_apart(template):
     for f in range(12, FRAMES):
         at = posed(objs, traj, f)
         assert worst_overlap(at) < 1.5 * PIXEL, f"frame {f}"
-        assert max(phyre.outside(o, W) for o, d in zip(at, dyn) if d) < 1.5 * PIXEL, f"frame {f}"
+        assert max(phyre.overlap.outside(o, W) for o, d in zip(at, dyn) if d) < 1.5 * PIXEL, (
+            f"frame {f}"
+        )
 
 
 def test_paper_render_is_the_block_mean_of_a_render_at_twice_the_size():
@@ -181,7 +190,7 @@ def test_paper_render_is_the_block_mean_of_a_render_at_twice_the_size():
     blocks = big.reshape(FRAMES, 64, 2, 64, 2, 3).sum(axis=(2, 4))
     np.testing.assert_array_equal(small, (blocks + 2) // 4)
     # Edges blend: colours other than the four of a hard-edged render appear.
-    palette = {(255, 255, 255), phyre.RED, phyre.GRAY, phyre.BLACK}
+    palette = {(255, 255, 255), phyre.objects.RED, phyre.objects.GRAY, phyre.objects.BLACK}
     assert len({tuple(c) for c in small[0].reshape(-1, 3)} - palette) > 5
 
 

@@ -6,8 +6,8 @@ import torch
 
 from datagen.config import DatagenConfig
 from datagen.generate import run
-from datagen.shards import DatasetError, iter_samples, verify_manifest
 from phyworld.config import load_config
+from phyworld.data.shards import DatasetError, iter_samples, verify_manifest
 from training import encode
 from training.data import video_tensor
 

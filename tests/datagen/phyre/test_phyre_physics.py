@@ -14,8 +14,9 @@ import pytest
 from datagen.config import DatagenConfigError
 from datagen.sampling import SceneSpec
 from datagen.scenes import phyre
+from datagen.scenes.phyre_templates import template_objects
 
-W = phyre.WORLD_SIZE
+W = phyre.objects.WORLD_SIZE
 PIXEL = W / 256  # one pixel of a 256 x 256 video, in metres
 FRAMES, SUBSTEPS, FRAME_DT = 32, 20, 1 / 3
 
@@ -28,27 +29,29 @@ def spec(**options) -> SceneSpec:
     )  # fmt: skip
 
 
-def scene(template: int, seed: int) -> list[phyre.Obj]:
+def scene(template: int, seed: int) -> list[phyre.objects.Obj]:
     rng = np.random.default_rng([seed, template])
-    layout = phyre.place_layout(template, rng, W)
-    user = phyre.place_user_ball(layout, rng, W)
+    layout = phyre.placement.place_layout(template, rng, W)
+    user = phyre.placement.place_user_ball(layout, rng, W)
     assert user is not None
     return [*layout, user]
 
 
-def posed(objs: list[phyre.Obj], traj: phyre.Trajectory, f: int) -> list[phyre.Obj]:
+def posed(
+    objs: list[phyre.objects.Obj], traj: phyre.chipmunk.Trajectory, f: int
+) -> list[phyre.objects.Obj]:
     out = []
     for k, o in enumerate(objs):
-        p = phyre.Obj(o.type, o.dynamic, o.colour, o.circles, o.polygons, o.shape, o.size)
+        p = phyre.objects.Obj(o.type, o.dynamic, o.colour, o.circles, o.polygons, o.shape, o.size)
         (p.x, p.y), p.angle = traj.positions[f, k], traj.angles[f, k]
         out.append(p)
     return out
 
 
-def worst_overlap(objs: list[phyre.Obj]) -> float:
+def worst_overlap(objs: list[phyre.objects.Obj]) -> float:
     """Deepest overlap between two objects that can collide (static pairs never do)."""
     return max(
-        phyre.penetration(a, b)
+        phyre.overlap.penetration(a, b)
         for i, a in enumerate(objs)
         for b in objs[:i]
         if a.dynamic or b.dynamic
@@ -56,17 +59,17 @@ def worst_overlap(objs: list[phyre.Obj]) -> float:
 
 
 def test_penetration_depth_of_simple_pairs():
-    bar = phyre.bar("dynamic_bar", 10.0, 1.0, True)
-    other = phyre.bar("dynamic_bar", 10.0, 1.0, True)
+    bar = phyre.objects.bar("dynamic_bar", 10.0, 1.0, True)
+    other = phyre.objects.bar("dynamic_bar", 10.0, 1.0, True)
     other.angle = np.pi / 2  # a cross: the shortest push slides one bar out along the other
-    assert phyre.penetration(bar, other) == pytest.approx(5.0 + 0.5)
+    assert phyre.overlap.penetration(bar, other) == pytest.approx(5.0 + 0.5)
     other.x = 20.0
-    assert phyre.penetration(bar, other) < 0
-    ball = phyre.ball("user_ball", 2.0, True, phyre.RED)
+    assert phyre.overlap.penetration(bar, other) < 0
+    ball = phyre.objects.ball("user_ball", 2.0, True, phyre.objects.RED)
     ball.y = 2.4  # resting 0.1 into the bar's top face at y = 0.5
-    assert phyre.penetration(ball, bar) == pytest.approx(0.1)
+    assert phyre.overlap.penetration(ball, bar) == pytest.approx(0.1)
     ball.x, ball.y = 6.0, 1.5  # near the corner (5, 0.5): the vertex axis decides
-    assert phyre.penetration(ball, bar) == pytest.approx(2.0 - np.hypot(1.0, 1.0))
+    assert phyre.overlap.penetration(ball, bar) == pytest.approx(2.0 - np.hypot(1.0, 1.0))
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -74,14 +77,14 @@ def test_layouts_have_no_overlap_and_stay_inside(seed):
     for template in range(70):
         objs = scene(template, seed)
         kinds = {o.type for o in objs}
-        assert kinds - {"user_ball"} == set(phyre.template_objects(template))
+        assert kinds - {"user_ball"} == set(template_objects(template))
         assert [o.type for o in objs].count("user_ball") == 1
-        assert worst_overlap(objs) <= phyre.OVERLAP_TOLERANCE
-        assert max(phyre.outside(o, W) for o in objs) <= phyre.OVERLAP_TOLERANCE
+        assert worst_overlap(objs) <= phyre.overlap.OVERLAP_TOLERANCE
+        assert max(phyre.overlap.outside(o, W) for o in objs) <= phyre.overlap.OVERLAP_TOLERANCE
 
 
-def check_trajectory(objs: list[phyre.Obj]) -> None:
-    traj = phyre.simulate_objects(objs, W, FRAMES, SUBSTEPS, FRAME_DT)
+def check_trajectory(objs: list[phyre.objects.Obj]) -> None:
+    traj = phyre.chipmunk.simulate_objects(objs, W, FRAMES, SUBSTEPS, FRAME_DT)
     dyn = np.isfinite(traj.mass)
     # Objects start at rest; static ones never move.
     assert not traj.velocities[0].any() and not traj.angular_velocities[0].any()
@@ -90,14 +93,16 @@ def check_trajectory(objs: list[phyre.Obj]) -> None:
     for f in range(FRAMES):
         at = posed(objs, traj, f)
         assert worst_overlap(at) < 1.5 * PIXEL, f"frame {f}"
-        assert max(phyre.outside(o, W) for o in at) < 1.5 * PIXEL, f"frame {f}"
+        assert max(phyre.overlap.outside(o, W) for o in at) < 1.5 * PIXEL, f"frame {f}"
     # Energy never grows beyond the integrator's known free-fall excess: semi-implicit Euler
     # overshoots the height of a falling body by g dt t / 2, i.e. m g^2 dt t / 2 of energy.
     m, inertia = traj.mass[dyn], traj.moment[dyn]
     v, w, y = traj.velocities[:, dyn], traj.angular_velocities[:, dyn], traj.positions[:, dyn, 1]
-    energy = (0.5 * m * (v**2).sum(-1) + 0.5 * inertia * w**2 + m * phyre.GRAVITY * y).sum(-1)
+    energy = (0.5 * m * (v**2).sum(-1) + 0.5 * inertia * w**2 + m * phyre.chipmunk.GRAVITY * y).sum(
+        -1
+    )
     t = np.arange(FRAMES) * FRAME_DT
-    excess = m.sum() * phyre.GRAVITY**2 * (FRAME_DT / SUBSTEPS) * t / 2
+    excess = m.sum() * phyre.chipmunk.GRAVITY**2 * (FRAME_DT / SUBSTEPS) * t / 2
     assert (energy <= energy[0] + excess + 1e-9 * energy[0]).all()
     # Something happens: gravity moved the dynamic objects.
     assert np.abs(traj.positions[-1, dyn] - traj.positions[0, dyn]).max() > 1.0
@@ -149,7 +154,7 @@ def test_layouts_per_template_share_layouts_not_red_balls():
     assert p[0]["objects"][-1] != p[2]["objects"][-1]  # with its own red ball
     assert p[0]["objects"][:-1] != p[1]["objects"][:-1]
     # Layouts are kept between videos: the same objects as placing layout 1 afresh.
-    fresh = phyre.place_layout(3, np.random.default_rng([0, 3, 1, 0x5C3E]), W)
+    fresh = phyre.placement.place_layout(3, np.random.default_rng([0, 3, 1, 0x5C3E]), W)
     assert p[1]["objects"][:-1] == [
         {**o.describe(), "x": o.x, "y": o.y, "angle": o.angle} for o in fresh
     ]
@@ -172,28 +177,33 @@ def test_validate_and_count():
 
 def test_unplaceable_template_is_a_clear_error(monkeypatch):
     def too_big(rng, w):
-        return [phyre.bar("dynamic_bar", 2 * w, 1.0, True)]  # longer than the scene
+        return [phyre.objects.bar("dynamic_bar", 2 * w, 1.0, True)]  # longer than the scene
 
-    monkeypatch.setitem(phyre.BUILDERS, "dynamic_bar", too_big)
-    monkeypatch.setattr(phyre, "MAX_LAYOUTS", 2)
-    monkeypatch.setattr(phyre, "MAX_TRIES", 3)
-    with pytest.raises(phyre.PlacementError, match=r"template 5 .*dynamic_bar.*2 attempts"):
-        phyre.place_layout(5, np.random.default_rng(0), W)
+    monkeypatch.setitem(phyre.placement.BUILDERS, "dynamic_bar", too_big)
+    monkeypatch.setattr(phyre.placement, "MAX_LAYOUTS", 2)
+    monkeypatch.setattr(phyre.placement, "MAX_TRIES", 3)
+    with pytest.raises(
+        phyre.placement.PlacementError, match=r"template 5 .*dynamic_bar.*2 attempts"
+    ):
+        phyre.placement.place_layout(5, np.random.default_rng(0), W)
 
 
-def pymunk_reference(objs: list[phyre.Obj], frames: int = FRAMES) -> np.ndarray:
+def pymunk_reference(objs: list[phyre.objects.Obj], frames: int = FRAMES) -> np.ndarray:
     """(T, N, 6) states from the same world built and stepped through pymunk's Python API."""
     space = pymunk.Space()
-    space.gravity = (0.0, -phyre.GRAVITY)
-    space.iterations = phyre.SOLVER_ITERATIONS
-    space.sleep_time_threshold = phyre.SLEEP_TIME
-    space.idle_speed_threshold = phyre.SLEEP_SPEED
-    friction, elasticity = np.sqrt(phyre.FRICTION), np.sqrt(phyre.RESTITUTION)
-    t = phyre.WALL * W
+    space.gravity = (0.0, -phyre.chipmunk.GRAVITY)
+    space.iterations = phyre.chipmunk.SOLVER_ITERATIONS
+    space.sleep_time_threshold = phyre.chipmunk.SLEEP_TIME
+    space.idle_speed_threshold = phyre.chipmunk.SLEEP_SPEED
+    friction, elasticity = np.sqrt(phyre.chipmunk.FRICTION), np.sqrt(phyre.chipmunk.RESTITUTION)
+    t = phyre.chipmunk.WALL * W
     walls = pymunk.Body(body_type=pymunk.Body.STATIC)
     boxes = [((W / 2, -t / 2), (W + 2 * t, t)), ((W / 2, W + t / 2), (W + 2 * t, t)),
              ((-t / 2, W / 2), (t, W)), ((W + t / 2, W / 2), (t, W))]  # fmt: skip
-    shapes = [pymunk.Poly(walls, [tuple(v + c) for v in phyre._box(*size)]) for c, size in boxes]
+    shapes = [
+        pymunk.Poly(walls, [tuple(v + c) for v in phyre.objects.rectangle(*size)])
+        for c, size in boxes
+    ]
     for s in shapes:
         s.friction, s.elasticity = friction, elasticity
     space.add(walls, *shapes)
@@ -206,18 +216,18 @@ def pymunk_reference(objs: list[phyre.Obj], frames: int = FRAMES) -> np.ndarray:
         for s in shapes:
             s.friction, s.elasticity = friction, elasticity
             if obj.dynamic:
-                s.density = phyre.DENSITY
+                s.density = phyre.chipmunk.DENSITY
         space.add(body, *shapes)
         bodies.append(body)
     dt = FRAME_DT / SUBSTEPS
-    damping = (1.0 / (1.0 + dt * phyre.ANGULAR_DAMPING)) ** SUBSTEPS
+    damping = (1.0 / (1.0 + dt * phyre.chipmunk.ANGULAR_DAMPING)) ** SUBSTEPS
     out = np.zeros((frames, len(bodies), 6))
     for f in range(frames):
         for _ in range(SUBSTEPS if f else 0):
             space.step(dt)
         for i, b in enumerate(bodies):
             dynamic = b.body_type == pymunk.Body.DYNAMIC
-            if f and dynamic and b.kinetic_energy > b.mass * phyre.SLEEP_SPEED**2:
+            if f and dynamic and b.kinetic_energy > b.mass * phyre.chipmunk.SLEEP_SPEED**2:
                 b.angular_velocity *= damping  # only if moving: any write wakes a body
             out[f, i, :3] = *b.position, b.angle
             if not b.is_sleeping:  # a sleeping body is at rest
@@ -230,7 +240,7 @@ def test_chipmunk_c_api_world_equals_pymunk_world(template):
     """The world built and stepped through Chipmunk's C functions is pymunk's, bit for bit, also
     once bodies sleep (recorded at rest) and after the early stop when all of them do."""
     objs = scene(template, seed=6)
-    ours = phyre.simulate_objects(objs, W, FRAMES, SUBSTEPS, FRAME_DT)
+    ours = phyre.chipmunk.simulate_objects(objs, W, FRAMES, SUBSTEPS, FRAME_DT)
     ref = pymunk_reference(objs)
     dyn = np.isfinite(ours.mass)
     at_rest = ~ours.velocities[:, dyn].any(-1) & (ours.angular_velocities[:, dyn] == 0)
@@ -243,9 +253,11 @@ def test_chipmunk_c_api_world_equals_pymunk_world(template):
 
 
 def test_dynamic_body_without_area_is_refused():
-    flat = phyre.Obj("dynamic_bar", True, phyre.GRAY, np.zeros((0, 3)), [np.zeros((4, 2))])
+    flat = phyre.objects.Obj(
+        "dynamic_bar", True, phyre.objects.GRAY, np.zeros((0, 3)), [np.zeros((4, 2))]
+    )
     with pytest.raises(ValueError, match=r"dynamic_bar.*no mass"):
-        phyre.simulate_objects([flat], W, 2, SUBSTEPS, FRAME_DT)
+        phyre.chipmunk.simulate_objects([flat], W, 2, SUBSTEPS, FRAME_DT)
 
 
 # Placements of two videos of the default spec, pinned (metres, radians, to 1e-6): a change in how

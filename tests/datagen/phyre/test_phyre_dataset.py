@@ -10,12 +10,12 @@ import pytest
 from datagen.config import DatagenConfig, DatagenConfigError
 from datagen.generate import make_plan, run
 from datagen.scenes import States, phyre
-from datagen.scenes.phyre_templates import OUT_OF_TEMPLATE, TRAIN_SUBSETS
-from datagen.shards import iter_samples
+from datagen.scenes.phyre_templates import OUT_OF_TEMPLATE, TRAIN_SUBSETS, template_objects
 from phyworld.config import load_config
+from phyworld.data.shards import iter_samples
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "data"
-PALETTE = {(255, 255, 255), phyre.RED, phyre.GRAY, phyre.BLACK}
+CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "data"
+PALETTE = {(255, 255, 255), phyre.objects.RED, phyre.objects.GRAY, phyre.objects.BLACK}
 
 
 @pytest.mark.parametrize(
@@ -121,11 +121,11 @@ def test_tiny_dataset_round_trip(tmp_path):
         n = len(s["objects"])
         assert s["positions"].shape == (32, n, 2) and s["angles"].shape == (32, n)
         assert {o["type"] for o in s["objects"]} - {"user_ball"} == set(
-            phyre.template_objects(params["template"])
+            template_objects(params["template"])
         )
         # Hard edges: only the role colours appear, and the red ball is in the first frame.
         assert {tuple(c) for c in frames[0].reshape(-1, 3)} <= PALETTE
-        assert (frames[0] == phyre.RED).all(-1).any()
+        assert (frames[0] == phyre.objects.RED).all(-1).any()
         # The stored states reproduce the stored frames.
         states = States(s["positions"], s["velocities"], s["angles"], s["objects"])
         np.testing.assert_array_equal(phyre.render(states, cfg.world_size, 64), frames)

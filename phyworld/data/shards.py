@@ -21,7 +21,6 @@ a filesystem root or a home directory (`delete_dataset_files`).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -36,9 +35,10 @@ from streaming import MDSWriter
 from streaming.base.format.mds.encodings import _get_coder
 from streaming.base.format.mds.reader import MDSReader
 
-from datagen.schema import COLUMNS
 from phyworld import storage
 from phyworld.cli import UserError
+from phyworld.data.digest import sha256_bytes, sha256_file
+from phyworld.data.schema import COLUMNS
 
 DONE = "DONE"
 MANIFEST = "manifest.json"
@@ -60,7 +60,7 @@ def part_url(root: str, k: int) -> str:
 
 def config_sha256(config_yaml: str) -> str:
     """The identity of a dataset's config: what DONE and manifest.json record."""
-    return hashlib.sha256(config_yaml.encode()).hexdigest()
+    return sha256_bytes(config_yaml.encode())
 
 
 def read_done(root: str, k: int) -> dict[str, Any] | None:
@@ -77,20 +77,21 @@ def part_done(root: str, k: int, config_yaml: str) -> bool:
     return done is not None and done.get("config_sha256") == config_sha256(config_yaml)
 
 
-def sha256_file(path: str | Path) -> str:
-    """The sha256 of a local file, read 1 MiB at a time."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class PartWriter:
-    """Write one part's samples into a local temporary MDS directory, then publish it."""
+    """Write one part's samples into a local temporary MDS directory, then publish it as
+    ROOT/parts/part_K with DONE (count, shard sizes and checksums: what `merge` reads) last.
+
+    `columns`: a sample's (`COLUMNS`) unless the dataset stores others (`training.encode`'s
+    latents)."""
 
     def __init__(
-        self, root: str, k: int, first_index: int, size_limit: int, config_yaml: str
+        self,
+        root: str,
+        k: int,
+        first_index: int,
+        size_limit: int,
+        config_yaml: str,
+        columns: dict[str, str] = COLUMNS,
     ) -> None:
         self.root, self.k, self.first_index = root, k, first_index
         self.config_sha256 = config_sha256(config_yaml)
@@ -100,10 +101,10 @@ class PartWriter:
             base.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{part_name(k)}.tmp", dir=base))
         self.mds = self.tmp / "mds"
-        self.writer = MDSWriter(out=str(self.mds), columns=COLUMNS, size_limit=size_limit)
+        self.writer = MDSWriter(out=str(self.mds), columns=columns, size_limit=size_limit)
         # MDS builds a new coder for every value it encodes; ours are built once. Values that
         # are bytes already (frames, JSON) pass through untouched, as MDS passes them.
-        self.coders = {key: _get_coder(encoding) for key, encoding in COLUMNS.items()}
+        self.coders = {key: _get_coder(encoding) for key, encoding in columns.items()}
         self.count = 0
 
     def write(self, sample: dict[str, Any]) -> None:
@@ -302,7 +303,7 @@ def merge(root: str, num_parts: int, config_yaml: str) -> dict[str, Any]:
         "count": count,
         "bytes": total,
         "parts": num_parts,
-        "index_sha256": hashlib.sha256(index_bytes).hexdigest(),
+        "index_sha256": sha256_bytes(index_bytes),
         "config_sha256": config_sha256(config_yaml),
         "shards": manifest_shards,
     }
@@ -343,7 +344,7 @@ def verify_manifest(root: str, checksums: bool = False) -> dict[str, Any]:
     """
     manifest = read_manifest(root)
     index_bytes = storage.read_bytes(storage.join(root, INDEX))
-    if hashlib.sha256(index_bytes).hexdigest() != manifest["index_sha256"]:
+    if sha256_bytes(index_bytes) != manifest["index_sha256"]:
         raise DatasetError(
             f"{root}/{INDEX} does not match {MANIFEST}: the dataset was modified after it was "
             f"made; regenerate it with `python -m datagen CONFIG overwrite=true`"
@@ -355,8 +356,7 @@ def verify_manifest(root: str, checksums: bool = False) -> dict[str, Any]:
             name
             for name, info in manifest["shards"].items()
             if name not in bad
-            and hashlib.sha256(storage.read_bytes(storage.join(root, name))).hexdigest()
-            != info["sha256"]
+            and sha256_bytes(storage.read_bytes(storage.join(root, name))) != info["sha256"]
         ]
     if bad:
         raise DatasetError(
@@ -406,7 +406,7 @@ def iter_samples(root: str, verify: bool = True) -> Iterator[dict[str, Any]]:
         reader = MDSReader.from_json("", None, shard)
         name = shard["raw_data"]["basename"]
         data = storage.read_bytes(storage.join(root, name))
-        if manifest and hashlib.sha256(data).hexdigest() != manifest["shards"][name]["sha256"]:
+        if manifest and sha256_bytes(data) != manifest["shards"][name]["sha256"]:
             raise shard_error(root, name)
         n = int(np.frombuffer(data, np.uint32, 1)[0])
         offsets = np.frombuffer(data, np.uint32, n + 1, offset=4)

@@ -1,4 +1,4 @@
-"""Run a function in N real processes over gloo, and a tiny dataset (tests/parallel/ only;
+"""Run a function in N real processes over gloo, and a tiny dataset (tests/training/parallel/ only;
 what other areas share too is in tests/harness.py)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The MDS columns of a sample (ARCHITECTURE.md) and the lossless frame encoding.
+"""The MDS column encodings of a sample: the lossless frame format PWV4 and the state arrays.
 
 Frames are stored as the `video_zstd` MDS encoding, lossless (docs/datagen_encoding.md):
 
@@ -27,14 +27,13 @@ Together: 2.5 KiB (uniform) and 4.6 KiB (collision) per 128x128x32 video, 0.55-0
 format (PWV3: every frame from white, crop after crop, no fold), and faster to encode and decode
 (compiled copies, no Python per box); see bench/encoding.py.
 
-Importing this module registers `video_zstd` with mosaicml-streaming; every process that decodes
-samples (a StreamingDataset's dataloader workers included) must import it, e.g. by defining its
-dataset class in a module that imports `datagen.schema`.
+Importing this module registers `video_zstd` and `float32_zstd` with mosaicml-streaming; every
+process that decodes samples (a StreamingDataset's dataloader workers included) must import it,
+e.g. by defining its dataset class in a module that imports `phyworld.data.schema` (which does).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 import zlib
@@ -52,19 +51,6 @@ _HEADER = struct.Struct("<4sIIIIII")  # magic, T, H, W, K boxes, flags, CRC-32 o
 _FIELDS = struct.Struct("<IIIII")
 FOLDED = 1  # flag: rows are folded
 MERGE_GAP = 16  # pixels: changed regions closer than this share a box (fewer, larger boxes)
-
-COLUMNS: dict[str, str] = {
-    "id": "str",
-    "scenario": "str",
-    "split": "str",
-    "level": "str",
-    "frames": "video_zstd",
-    "positions": "float32_zstd",
-    "velocities": "float32_zstd",
-    "angles": "float32_zstd",
-    "objects": "json",
-    "params": "json",
-}
 
 _compressors: dict[int, zstandard.ZstdCompressor] = {}
 _decompressor = zstandard.ZstdDecompressor()
@@ -480,8 +466,3 @@ class StatesZstd(mds_encodings.Encoding):
 
 
 mds_encodings._encodings["float32_zstd"] = StatesZstd
-
-
-def to_json(obj: Any) -> str:
-    """Canonical JSON (sorted keys, no spaces) so identical samples give identical bytes."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datagen.render import world_to_pixel
 from datagen.render_shapes import Body, fill_circles, fill_convex_polygons, render_video
+from phyworld.data.pixels import world_to_pixel
 
 H = W = 48
 ZERO = np.zeros(1, dtype=np.int64)  # every item in frame 0
@@ -108,15 +108,15 @@ def test_generic_renderer_draws_compound_objects_like_ours():
     from datagen.render import render
     from datagen.scenes import States, phyre
 
-    jar = phyre.jar(20.0, phyre.WORLD_SIZE).describe()
-    sticks = phyre.sticks(30.0, phyre.WORLD_SIZE).describe()
+    jar = phyre.objects.jar(20.0, phyre.objects.WORLD_SIZE).describe()
+    sticks = phyre.objects.sticks(30.0, phyre.objects.WORLD_SIZE).describe()
     positions = np.array(
         [[[30.0, 40.0], [60.0, 50.0]], [[31.0, 35.0], [58.0, 52.0]]], dtype=np.float32
     )
     angles = np.array([[0.0, 0.3], [0.5, -1.2]], dtype=np.float32)
     states = States(positions, np.zeros_like(positions), angles, [jar, sticks])
-    ours = phyre.render(states, phyre.WORLD_SIZE, 128)
-    generic = render(states, 128, phyre.WORLD_SIZE, "paper")
+    ours = phyre.render(states, phyre.objects.WORLD_SIZE, 128)
+    generic = render(states, 128, phyre.objects.WORLD_SIZE, "paper")
     assert (ours != 255).any()
     np.testing.assert_array_equal(np.ascontiguousarray(generic), np.ascontiguousarray(ours))
 

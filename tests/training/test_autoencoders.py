@@ -6,17 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from eval.parse import to_uint8
+from phyworld.data.pixels import to_uint8
+from training.autoencoders import AutoencoderError, VideoVAE, VideoVAEConfig, build_autoencoder
 from training.config import VAEConfig
-from training.vae import (
-    AutoencoderError,
-    VAETrainConfig,
-    VideoVAE,
-    VideoVAEConfig,
-    build_autoencoder,
-    psnr,
-    train_vae,
-)
+from training.vae import VAETrainConfig, psnr, train_vae
 
 
 def moving_squares(n: int, T: int = 6, size: int = 16, seed: int = 0) -> list[torch.Tensor]:
@@ -89,7 +82,6 @@ def test_our_vae_trains_and_reloads_to_the_same_outputs(tmp_path):
     untrained = psnr(videos[0][None].clamp(-1, 1), torch.zeros_like(videos[0])[None]).item()
     held_out = [{"frames": to_uint8(v.permute(1, 2, 3, 0).numpy())} for v in videos[:4]]
     metrics = train_vae(cfg, iter(videos[4:] * 10), held_out)
-    assert "vel_error_gt" not in metrics  # squares, not kinematic balls: no velocity error
     saved = json.loads((tmp_path / "vae" / "vae.json").read_text())
     assert saved["metrics"]["psnr_db"] == pytest.approx(metrics["psnr_db"])
     assert metrics["psnr_db"] > untrained  # better than predicting grey
@@ -159,44 +151,10 @@ def test_diffusers_autoencoder_kl_frame_by_frame(tmp_path, layout):
     torch.testing.assert_close(override.encode(x), z * 4.0, rtol=1e-4, atol=1e-5)
 
 
-def test_eval_mode_measures_an_existing_autoencoder(tmp_path):
-    """mode=eval on real uniform-motion videos: the lossless pixel autoencoder reconstructs
-    exactly, so its velocity error equals the ground truth's (the parser's floor)."""
-    from pathlib import Path
-
-    from datagen.config import DatagenConfig
-    from datagen.generate import run
-    from phyworld.config import load_config
-    from training.vae import main
-
-    repo = Path(__file__).resolve().parents[2]
-    data = tmp_path / "uniform"
-    gen = [str(repo / "configs/data/uniform_base.yaml"), f"output={data}", "sampling=random"]
-    run(
-        load_config(
-            DatagenConfig,
-            [*gen, "count=4", "frames=8", "resolution=32", "workers=1", "progress=false"],
-        )
-    )
-    main(
-        [
-            "mode=eval",
-            f"data={data}",
-            f"output_dir={tmp_path / 'out'}",
-            "resolution=32",
-            "vae.kind=pixel",
-        ]
-    )
-
-    metrics = json.loads((tmp_path / "out" / "vae_eval.json").read_text())
-    assert metrics["videos"] == 4 and metrics["psnr_db"] > 100 and metrics["vae"]["kind"] == "pixel"
-    assert metrics["vel_error_recon"] == metrics["vel_error_gt"]
-    assert 0 < metrics["vel_error_gt"]["alpha"] < 0.3
-
-
 @pytest.mark.slow
 def test_vae_cli_on_generated_uniform_motion(tmp_path):
-    """`python -m training.vae` on a real datagen dataset: trains, saves, reports the VAE row."""
+    """`python -m training.vae` on a real datagen dataset trains and saves; `python -m eval.vae`
+    then reports its row (ground truth and reconstruction velocity error)."""
     import subprocess
     import sys
     from pathlib import Path
@@ -213,8 +171,13 @@ def test_vae_cli_on_generated_uniform_motion(tmp_path):
 
     metrics = json.loads((out / "vae.json").read_text())["metrics"]
     assert metrics["videos"] == 4 and metrics["psnr_db"] > 5
+    args = [f"data={data}", f"output_dir={out}/eval", "resolution=32", "eval_videos=4"]
+    args += ["vae.kind=ours", f"vae.path={out}"]
+    subprocess.run([sys.executable, "-m", "eval.vae", *args], check=True, cwd=repo)
+    row = json.loads((out / "eval" / "vae_eval.json").read_text())
+    assert row["psnr_db"] == pytest.approx(metrics["psnr_db"], rel=1e-4)
     # The ground truth parses to a small velocity error (the parser's floor at 32 px).
-    assert 0 <= metrics["vel_error_gt"]["alpha"] < 0.3
-    assert set(metrics["vel_error_recon"]) == {"threshold", "alpha"}
+    assert 0 <= row["vel_error_gt"]["alpha"] < 0.3
+    assert set(row["vel_error_recon"]) == {"threshold", "alpha"}
     ae = build_autoencoder(VAEConfig(kind="ours", path=str(out)))
     assert ae.encode(torch.zeros(1, 3, 2, 32, 32)).shape == (1, 4, 2, 16, 16)
