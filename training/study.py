@@ -313,7 +313,7 @@ def plan(study: StudyConfig) -> list[Job]:
                         "study's `vaes` in the grid's `vae` (trained first, in the chain) or "
                         "train it first with `python -m training.vae`"
                     )
-                header = _sbatch_values(REPO / script, study.train_sbatch)
+                header = _sbatch_values(REPO / script, [*study.train_sbatch, *study.sbatch])
                 gpus = int(header.get("nodes", 1)) * int(header.get("gpus-per-node", 1))
                 train = Job(
                     name=f"{prefix}-train-{run}",

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from eval.report import figure3_series
-from training.study import run_step
+from phyworld.config import load_config
+from training.study import StudyConfig, plan, run_step
 
 REPO = Path(__file__).resolve().parents[2]
 STUDY = Path(__file__).resolve().parent / "tiny_study.yaml"
@@ -31,6 +32,16 @@ def files(root: Path, skip: set[str]) -> dict[str, tuple[int, str]]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and p.relative_to(root).parts[0] not in skip
     }
+
+
+def test_the_estimate_counts_the_gpus_the_jobs_ask_for(tmp_path: Path) -> None:
+    """The study's `sbatch` options apply to its training jobs, so they count for the estimate
+    (`--gpus-per-node=0` here: CPU jobs, not the 8 GPUs of the scripts' headers)."""
+    roots = [f"data_root={tmp_path}", f"run_root={tmp_path}"]
+    runs = [job for job in plan(load_config(StudyConfig, [str(STUDY), *roots])) if job.run_dir]
+    assert len(runs) == len(RUNS) and {job.gpus for job in runs} == {1}
+    two = load_config(StudyConfig, [str(STUDY), *roots, "sbatch=[--gpus-per-node=2]"])
+    assert {job.gpus for job in plan(two) if job.run_dir} == {2}
 
 
 @pytest.mark.slow
