@@ -67,6 +67,10 @@ NOT_RUN: dict[str, str] = {
     "squeue": "reads the cluster's queue",
     "PHYWORLD_NETNS_DIR=/tmp/pwnetns tests/slurm/netns_cluster.sh": "the two-node cluster (root, "
     "network namespaces): tests/slurm/test_multinode.py starts and stops it the same way",
+    "tests/slurm/cluster.sh": "the one-node test cluster: tests/slurm/conftest.py starts and "
+    "stops it the same way",
+    "scancel ": "cancels a job: tests/slurm/test_study_run.py kills a study's training job and "
+    "submits the study again",
     "export ": "sets the shell's environment for the commands after it",
     "grep ": "reads a job's log",
     "bench/gpu_check.sh": "the GPU check; tests/training/test_gpu_check.py runs its --dry-run",

@@ -369,6 +369,7 @@ class DiTSize:
 
 
 DIT_CONFIGS: dict[str, DiTSize] = {
+    "micro": DiTSize(depth=1, hidden_size=32, num_heads=2),  # a second CPU-test size (studies)
     "tiny": DiTSize(depth=2, hidden_size=64, num_heads=4),
     "S": DiTSize(depth=12, hidden_size=384, num_heads=6, paper_params=22.5e6),
     "B": DiTSize(depth=12, hidden_size=768, num_heads=12, paper_params=89.5e6),

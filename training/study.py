@@ -313,7 +313,7 @@ def plan(study: StudyConfig) -> list[Job]:
                         "study's `vaes` in the grid's `vae` (trained first, in the chain) or "
                         "train it first with `python -m training.vae`"
                     )
-                header = _sbatch_values(REPO / script, study.train_sbatch)
+                header = _sbatch_values(REPO / script, [*study.train_sbatch, *study.sbatch])
                 gpus = int(header.get("nodes", 1)) * int(header.get("gpus-per-node", 1))
                 train = Job(
                     name=f"{prefix}-train-{run}",
@@ -373,22 +373,34 @@ def plan(study: StudyConfig) -> list[Job]:
 # ---------------------------------------------------------------------------------------------
 
 
-def queued_jobs() -> dict[str, str]:
-    """Job name -> id of this user's pending or running jobs (a re-submission waits on them)."""
+# Slurm's reason for a job pending on a dependency that failed or was cancelled: it never starts
+# (unless the cluster sets DependencyParameters=kill_invalid_depend) and is never cleaned up.
+NEVER_SATISFIED = "DependencyNeverSatisfied"
+
+
+def queued_jobs() -> dict[str, tuple[str, str]]:
+    """Job name -> (id, reason) of this user's pending or running jobs (a re-submission waits
+    on them)."""
     out = subprocess.run(
-        ["squeue", "--me", "-h", "-t", "PENDING,RUNNING,REQUEUED,SUSPENDED", "-o", "%j %i"],
+        ["squeue", "--me", "-h", "-t", "PENDING,RUNNING,REQUEUED,SUSPENDED", "-o", "%j %i %r"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     return {
-        name: job_id.split("_")[0] for name, job_id in (line.split() for line in out.splitlines())
+        name: (job_id.split("_")[0], reason)
+        for name, job_id, reason in (line.split(maxsplit=2) for line in out.splitlines())
     }
 
 
 def submit(study: StudyConfig, jobs: list[Job]) -> dict[str, str]:
-    """sbatch every job that is neither done nor queued; returns name -> job id of all live jobs."""
-    ids: dict[str, str] = {} if study.dry_run else queued_jobs()
+    """sbatch every job that is neither done nor queued; returns name -> job id of all live jobs.
+
+    A job of the study left pending on a dependency that failed or was cancelled (the report
+    after a training job was killed) would wait forever: it is cancelled and submitted again,
+    waiting on the jobs submitted now."""
+    queued = {} if study.dry_run else queued_jobs()
+    ids = {name: job_id for name, (job_id, reason) in queued.items() if reason != NEVER_SATISFIED}
     for job in jobs:
         if job.done:
             print(f"done     {job.name}")
@@ -396,6 +408,10 @@ def submit(study: StudyConfig, jobs: list[Job]) -> dict[str, str]:
         if job.name in ids:
             print(f"queued   {job.name} (job {ids[job.name]})")
             continue
+        if job.name in queued:
+            stale = queued[job.name][0]
+            subprocess.run(["scancel", stale], capture_output=True, text=True, check=True)
+            print(f"stale    {job.name} (job {stale}: what it waited on failed; cancelled)")
         if study.dry_run:  # a runnable script: job ids in shell variables
             line = job.sbatch_line({n: f"${_var(n)}" for n in ids}, study.hold)
             env = [f"{k}={shlex.quote(v)}" for k, v in job.env.items()]
