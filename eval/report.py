@@ -33,7 +33,7 @@ COLUMNS = (
     "vel_error", "vel_error_gt", "vel_error_vae",
     "fvd", "ssim", "psnr", "lpips", "abnormal",
 )  # fmt: skip
-SIZE_ORDER = {"tiny": 0, "S": 1, "B": 2, "L": 3, "XL": 4}
+SIZE_ORDER = {"tiny": 0, "mini": 1, "S": 2, "B": 3, "L": 4, "XL": 5}
 
 
 class ReportError(UserError):
