@@ -30,6 +30,7 @@ import math
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -475,6 +476,18 @@ def local_label(study: StudyConfig, job: Job) -> str:
     return f"{kind} {what}".strip()
 
 
+def run_job(argv: list[str], log) -> int:
+    """Run one job in the repository, output to `log`; a SIGTERM to the study goes on to the job
+    (training then saves a checkpoint and stops) instead of leaving it running on its own."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the log follows the job live
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+    previous = signal.signal(signal.SIGTERM, lambda signum, _: proc.send_signal(signum))
+    try:
+        return proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_local(study: StudyConfig, jobs: list[Job], log_dir: Path) -> None:
     """Run every job that is not done, in plan order, each as `python -m ...` in the repository;
     its output goes to LOG_DIR/JOB.log. Stops at the first failure (StudyJobFailed)."""
@@ -492,13 +505,7 @@ def run_local(study: StudyConfig, jobs: list[Job], log_dir: Path) -> None:
         t0 = time.monotonic()
         with open(log, "w") as out:
             print(f"$ {shown}", file=out, flush=True)
-            rc = subprocess.run(
-                [sys.executable, "-m", *job.command],
-                cwd=REPO,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},  # the log follows the job live
-            ).returncode
+            rc = run_job([sys.executable, "-m", *job.command], out)
         if rc != 0:
             raise StudyJobFailed(
                 f"job {job.name} failed with status {rc}: see {log}; its command (in {REPO}): "

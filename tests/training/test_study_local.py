@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -144,3 +149,83 @@ def test_a_failed_job_ends_the_study_naming_its_log_and_command(tmp_path: Path, 
     assert "[study 1/2] data a ..." in capsys.readouterr().out
     assert not (tmp_path / "logs" / "pw-broken-report.log").exists()  # nothing after it ran
     assert os.listdir(tmp_path / "logs") == [log.name]
+
+
+TWO_POINT = """
+name: two_point
+datasets:
+  grid_4x2: {config: configs/data/uniform_base.yaml, overrides: [sampling=grid, grid.v=4, grid.r=2, frames=8, resolution=32]}
+  grid_8x2: {config: configs/data/uniform_base.yaml, overrides: [sampling=grid, grid.v=8, grid.r=2, frames=8, resolution=32]}
+  eval_id: {config: configs/data/uniform_eval_id.yaml, overrides: [sampling=random, count=4, frames=8, resolution=32]}
+  eval_v_out: {config: configs/data/uniform_eval_v_out.yaml, overrides: [sampling=random, count=4, frames=8, resolution=32]}
+grids:
+  - name: uniform
+    train_config: configs/train/quickstart.yaml
+    models: [tiny]
+    train_sets: [grid_4x2, grid_8x2]
+    eval_sets: [eval_id, eval_v_out]
+    eval_config: configs/eval/tiny_cpu.yaml
+    overrides: [max_steps=4, checkpoint.every_steps=4, logging.every_steps=2, logging.video_every_steps=4]
+eval_overrides: [parser.primary=alpha, metric=paper, sample_steps=2, num_side_by_side=0]
+"""
+
+
+@pytest.mark.slow
+def test_a_two_point_study_runs_locally_to_the_report_and_a_rerun_does_nothing(
+    tmp_path: Path, capsys
+) -> None:
+    """configs/studies/cpu_mini.yaml in small: 1 model x 2 training sets, datagen to figure 3."""
+    study = tmp_path / "two_point.yaml"
+    study.write_text(TWO_POINT)
+    roots = [f"data_root={tmp_path}/data", f"run_root={tmp_path}/runs", "executor=local"]
+    main([str(study), *roots])
+    out = capsys.readouterr().out
+    # 4 datasets, a training run and its eval per training set, the report
+    assert "[study 1/9] data grid_4x2 ..." in out
+    assert "[study 5/9] train dit_tiny_grid_4x2: done in" in out
+    assert "[study 9/9] report: done in" in out
+    report = tmp_path / "runs" / "report"
+    rows = list(csv.DictReader((report / "table.csv").open()))
+    assert sorted((r["data_size"], r["set"]) for r in rows) == [
+        ("16", "eval_id"), ("16", "eval_v_out"), ("8", "eval_id"), ("8", "eval_v_out")
+    ]  # fmt: skip
+    assert all(r["model"] == "tiny" and r["step"] == "4" and r["vel_error_gt"] for r in rows)
+    figure = report / "fig3_velocity_error.png"
+    assert figure.stat().st_size > 0
+    written = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*") if p.is_file()}
+    # a re-run finds everything done and starts nothing
+    main([str(study), *roots])
+    again = capsys.readouterr().out.splitlines()
+    assert sum(line.endswith(": done, skipped") for line in again) == 9, again
+    assert {
+        p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*") if p.is_file()
+    } == written
+
+
+STOPPED_STUDY = """
+import sys
+from pathlib import Path
+from training.study import Job, StudyConfig, run_local
+job = Job(name="pw-t-data-a", script="", args=[], command=["http.server", "0", "--bind", "127.0.0.1"])
+run_local(StudyConfig(name="t"), [job], Path(sys.argv[1]))
+"""
+
+
+def test_a_sigterm_to_the_study_stops_its_running_job(tmp_path: Path) -> None:
+    """It was left running on its own (a training run then kept writing into the study)."""
+    study = subprocess.Popen(
+        [sys.executable, "-c", STOPPED_STUDY, str(tmp_path)],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    children = Path(f"/proc/{study.pid}/task/{study.pid}/children")
+    deadline = time.monotonic() + 30
+    while not children.read_text().split() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (job,) = map(int, children.read_text().split())
+    study.send_signal(signal.SIGTERM)
+    _, err = study.communicate(timeout=30)
+    assert "job pw-t-data-a failed with status -15" in err
+    with pytest.raises(ProcessLookupError):
+        os.kill(job, 0)  # ended, and reaped by the study
