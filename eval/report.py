@@ -7,8 +7,8 @@ no velocity error). The table has one row per (model, data, eval set): kinematic
 with their GT and VAE floors, combinatorial FVD / SSIM / PSNR / LPIPS / abnormal ratio
 (in-template and out-of-template side by side, as Table 2).
 The figure is the paper's figure 3: velocity error against training-set size (log-log), one line
-per model size, one panel for in-distribution and one for out-of-distribution (mean over the OOD
-levels), the ground-truth parser floor as a dashed line.
+per model size, one panel for in-distribution and one for out-of-distribution (a line per model
+and OOD level, named), the ground-truth parser floor as a dashed line.
 
 Writes DIR/table.md, DIR/table.csv, DIR/fig3_velocity_error.png and, when combinatorial sets
 were evaluated, DIR/table2.md (DIR: ./report).
@@ -33,7 +33,7 @@ COLUMNS = (
     "vel_error", "vel_error_gt", "vel_error_vae",
     "fvd", "ssim", "psnr", "lpips", "abnormal",
 )  # fmt: skip
-SIZE_ORDER = {"micro": 0, "tiny": 1, "S": 2, "B": 3, "L": 4, "XL": 5}
+SIZE_ORDER = {"micro": 0, "tiny": 1, "mini": 2, "S": 3, "B": 4, "L": 5, "XL": 6}
 
 
 class ReportError(UserError):
@@ -133,19 +133,20 @@ def figure3_left_out(rows: list[dict]) -> list[str]:
 
 
 def figure3_series(rows: list[dict]) -> tuple[dict, float | None]:
-    """{(panel, model): [(data_size, error), ...]} and the mean GT floor, from kinematic rows."""
-    points: dict[tuple[str, str, int], list[float]] = defaultdict(list)
+    """{(panel, model, level): [(data_size, error), ...]} and the mean GT floor, from kinematic
+    rows; the OOD panel keeps each OOD level (v_out, r_out, ...) as its own line."""
+    points: dict[tuple[str, str, str, int], list[float]] = defaultdict(list)
     floors = []
     for r in rows:
         if r.get("vel_error") is None or r.get("data_size") is None:
             continue
         panel = "ID" if r["level"] == "id" else "OOD"
-        points[(panel, r["model"], r["data_size"])].append(r["vel_error"])
+        points[(panel, r["model"], r["level"], r["data_size"])].append(r["vel_error"])
         if r.get("vel_error_gt") is not None:
             floors.append(r["vel_error_gt"])
-    series: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
-    for (panel, model, size), errs in sorted(points.items()):
-        series[(panel, model)].append((size, sum(errs) / len(errs)))
+    series: dict[tuple[str, str, str], list[tuple[int, float]]] = defaultdict(list)
+    for (panel, model, level, size), errs in sorted(points.items()):
+        series[(panel, model, level)].append((size, sum(errs) / len(errs)))
     return dict(series), (sum(floors) / len(floors) if floors else None)
 
 
@@ -157,12 +158,19 @@ def plot_figure3(rows: list[dict], path: Path):
     import matplotlib.pyplot as plt
 
     series, floor = figure3_series(rows)
+    models = sorted({m for _, m, _ in series}, key=lambda m: SIZE_ORDER.get(m, 9))
+    colours = {m: f"C{i}" for i, m in enumerate(models)}  # a model keeps its colour in both panels
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, panel in zip(axes, ("ID", "OOD")):
-        models = sorted({m for p, m in series if p == panel}, key=lambda m: SIZE_ORDER.get(m, 9))
-        for model in models:
-            xs, ys = zip(*series[(panel, model)])
-            ax.plot(xs, ys, marker="o", label=f"DiT-{model}")
+        lines = sorted(
+            (k for k in series if k[0] == panel), key=lambda k: (SIZE_ORDER.get(k[1], 9), k[2])
+        )
+        levels = sorted({level for _, _, level in lines})
+        for _, model, level in lines:
+            xs, ys = zip(*series[(panel, model, level)])
+            label = f"DiT-{model}" if panel == "ID" else f"DiT-{model} {level}"
+            marker = "os^Dv"[levels.index(level) % 5]  # an OOD level keeps its marker
+            ax.plot(xs, ys, marker=marker, color=colours[model], label=label)
         if floor is not None:
             ax.axhline(floor, linestyle="--", color="gray", label="GT (parser floor)")
         ax.set_xscale("log")

@@ -11,7 +11,15 @@ from dataclasses import dataclass, field
 
 from phyworld.config import bounded, choice
 
-MODEL_SIZES = ("micro", "tiny", "S", "B", "L", "XL")  # the keys of training.model.DIT_CONFIGS
+MODEL_SIZES = (
+    "micro",
+    "tiny",
+    "mini",
+    "S",
+    "B",
+    "L",
+    "XL",
+)  # the keys of training.model.DIT_CONFIGS
 PREDICTIONS = ("velocity", "x0")  # what the network outputs (training.diffusion)
 TIMESTEP_SAMPLING = ("logit_normal", "uniform")
 

@@ -371,6 +371,9 @@ class DiTSize:
 DIT_CONFIGS: dict[str, DiTSize] = {
     "micro": DiTSize(depth=1, hidden_size=32, num_heads=2),  # a second CPU-test size (studies)
     "tiny": DiTSize(depth=2, hidden_size=64, num_heads=4),
+    # tiny one block deeper, for CPU studies (configs/studies/cpu_mini.yaml): S is ~100x tiny per
+    # step, and 4 blocks of width 128 measured 5x tiny, too slow for a study of an hour on 2 cores
+    "mini": DiTSize(depth=3, hidden_size=64, num_heads=4),
     "S": DiTSize(depth=12, hidden_size=384, num_heads=6, paper_params=22.5e6),
     "B": DiTSize(depth=12, hidden_size=768, num_heads=12, paper_params=89.5e6),
     "L": DiTSize(depth=24, hidden_size=1024, num_heads=16, paper_params=310e6),

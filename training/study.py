@@ -1,6 +1,6 @@
-"""usage: python -m training.study configs/studies/NAME.yaml [dry_run=true] [key=value ...]
+"""usage: python -m training.study configs/studies/NAME.yaml [executor=local] [dry_run=true] [key=value ...]
 
-Submits a whole scaling study to Slurm as one chain of jobs:
+Runs a whole scaling study as one chain of jobs, by default submitted to Slurm:
 
   datasets (datagen job arrays) -> our VAE (`vaes`, for grids that train on its latents)
                                 -> training runs (model size x training set, per grid)
@@ -11,6 +11,12 @@ each link a `--dependency`. Re-submitting skips what is done (a dataset with its
 with its vae.json, a run whose latest checkpoint reached `max_steps`) and waits on what is
 already queued or running (a job of the same name) instead of submitting it twice.
 `dry_run=true` prints the sbatch lines and the GPU-hours estimate, and submits nothing.
+
+`executor=local` runs the same plan on this machine instead, one job after another as
+`python -m MODULE ARGS` processes (no Slurm): a dataset is generated and merged by one datagen
+process, an eval scores the finished run once (no watcher), each job's output goes to
+RUN_ROOT/logs/JOB.log, and a line per job shows progress. Re-running skips what is done; a
+failed job ends the study, naming its log and command.
 
 Every sbatch goes through `slurm/submit.sh`, so the site settings of `slurm/site.sh` apply; the
 data and run roots default to its PHYWORLD_DATA_ROOT and PHYWORLD_RUN_ROOT (the environment
@@ -24,18 +30,21 @@ import math
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from phyworld.cli import run_cli
-from phyworld.config import ConfigError, load_config
+from phyworld.cli import UserError, run_cli
+from phyworld.config import ConfigError, choice, load_config
 from training.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SUBMIT = REPO / "slurm" / "submit.sh"
 SITE = REPO / "slurm" / "site.sh"
+EXECUTORS = ("slurm", "local")  # sbatch chain | one process after another on this machine
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,6 +110,7 @@ class StudyConfig:
     train_sbatch: list[str] = field(default_factory=list)  # extra sbatch options, training jobs
     sbatch: list[str] = field(default_factory=list)  # extra sbatch options, every job
     cost: CostModel = field(default_factory=CostModel)
+    executor: str = choice("slurm", EXECUTORS)
     dry_run: bool = False
     hold: bool = False  # submit every job held (release with `scontrol release`)
 
@@ -121,6 +131,8 @@ class Job:
     after_start: list[str] = field(default_factory=list)  # start once these started
     sbatch: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)  # set for the sbatch (the job inherits it)
+    # the same job for executor=local: `python -m command[0] command[1:]` ([]: nothing to run)
+    command: list[str] = field(default_factory=list)
     done: bool = False  # its output already exists: not submitted
     run_dir: str = ""  # training runs: their output directory
     gpus: int = 0  # training runs: GPUs the job asks for
@@ -148,8 +160,8 @@ def site_setting(name: str) -> str:
 
 
 def _root(explicit: str, env: str, name: str) -> str:
-    if explicit:
-        return explicit
+    if explicit:  # absolute: the jobs run in the repository, not where the study was started
+        return explicit if "://" in explicit else str(Path(explicit).resolve())
     base = site_setting(env)
     if not base:
         raise ConfigError(
@@ -249,6 +261,7 @@ def plan(study: StudyConfig) -> list[Job]:
                 args=args,
                 sbatch=[f"--array=0-{ds.tasks - 1}", "--requeue", "--open-mode=append", *one_core],
                 env={"PHYWORLD_DATAGEN_MODE": "generate"},
+                command=["datagen", *args, "progress=false"],  # mode=all: generate and merge
                 done=done,
             )
         )
@@ -260,7 +273,7 @@ def plan(study: StudyConfig) -> list[Job]:
                 after_ok=[f"{prefix}-data-{key}"],
                 sbatch=one_core,
                 env={"PHYWORLD_DATAGEN_MODE": "merge"},
-                done=done,
+                done=done,  # no command: the local datagen process merged already
             )
         )
 
@@ -274,6 +287,7 @@ def plan(study: StudyConfig) -> list[Job]:
                 name=f"{prefix}-vae-{key}",
                 script="slurm/vae.sh",
                 args=[*args, *spec.overrides],
+                command=["training.vae", *args, *spec.overrides],
                 after_ok=[data_job(k) for k in (spec.data, spec.eval_data) if k],
                 sbatch=list(study.sbatch),
                 done=vae_trained(vae_dir(key)),
@@ -293,7 +307,7 @@ def plan(study: StudyConfig) -> list[Job]:
         ]
         for size in grid.models:
             script = f"slurm/train_{size.lower()}.sh"
-            if not (REPO / script).is_file():
+            if study.executor == "slurm" and not (REPO / script).is_file():
                 raise ConfigError(f"grid {grid.name}: no {script} for model size {size!r}")
             for train_set in grid.train_sets:
                 run = f"dit_{size.lower()}_{train_set}"
@@ -313,12 +327,17 @@ def plan(study: StudyConfig) -> list[Job]:
                         "study's `vaes` in the grid's `vae` (trained first, in the chain) or "
                         "train it first with `python -m training.vae`"
                     )
-                header = _sbatch_values(REPO / script, [*study.train_sbatch, *study.sbatch])
+                header = (
+                    _sbatch_values(REPO / script, [*study.train_sbatch, *study.sbatch])
+                    if (REPO / script).is_file()
+                    else {}
+                )
                 gpus = int(header.get("nodes", 1)) * int(header.get("gpus-per-node", 1))
                 train = Job(
                     name=f"{prefix}-train-{run}",
                     script=script,
                     args=args,
+                    command=["training", args[0], f"model.size={size}", *args[1:]],
                     after_ok=[data_job(train_set), *vae_job],
                     sbatch=[*study.train_sbatch, *study.sbatch],
                     done=run_step(run_dir) >= cfg.max_steps,
@@ -330,17 +349,14 @@ def plan(study: StudyConfig) -> list[Job]:
                 watched.append(train.name)
                 eval_config = grid.eval_config or study.eval_config
                 if eval_config and eval_sets:
+                    scored = [eval_config, f"checkpoint={run_dir}", f"sets={json.dumps(eval_sets)}"]
                     jobs.append(
                         Job(
                             name=f"{prefix}-eval-{run}",
                             script="slurm/eval.sh",
-                            args=[
-                                eval_config,
-                                f"checkpoint={run_dir}",
-                                "watch=true",
-                                f"sets={json.dumps(eval_sets)}",
-                                *study.eval_overrides,
-                            ],
+                            args=[*scored[:2], "watch=true", scored[2], *study.eval_overrides],
+                            # after training: the newest (final) checkpoint, scored once
+                            command=["eval", *scored, *study.eval_overrides, "watch=false"],
                             after_ok=[data_job(s) for s in grid.eval_sets],
                             after_start=[train.name],
                             sbatch=list(study.sbatch),
@@ -360,6 +376,7 @@ def plan(study: StudyConfig) -> list[Job]:
             name=f"{prefix}-report",
             script="slurm/report.sh",
             args=[f"out={run_root}/report", *runs],
+            command=["eval.report", f"out={run_root}/report", *runs],
             after_ok=watched,
             sbatch=list(study.sbatch),
             done=all(j.done for j in jobs) and Path(f"{run_root}/report").is_dir(),
@@ -460,9 +477,71 @@ def summary(jobs: list[Job], cost: CostModel) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------------
+#                                   The local executor
+# ---------------------------------------------------------------------------------------------
+
+
+class StudyJobFailed(UserError):
+    """A job of a local study exited non-zero; the message names its log and command."""
+
+
+def local_label(study: StudyConfig, job: Job) -> str:
+    """`train dit_tiny_uniform_8x8` for the job pw-NAME-train-dit_tiny_uniform_8x8."""
+    kind, _, what = job.name.removeprefix(f"pw-{study.name}-").partition("-")
+    return f"{kind} {what}".strip()
+
+
+def run_job(argv: list[str], log) -> int:
+    """Run one job in the repository, output to `log`; a SIGTERM to the study goes on to the job
+    (training then saves a checkpoint and stops) instead of leaving it running on its own."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the log follows the job live
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+    previous = signal.signal(signal.SIGTERM, lambda signum, _: proc.send_signal(signum))
+    try:
+        return proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_local(study: StudyConfig, jobs: list[Job], log_dir: Path) -> None:
+    """Run every job that is not done, in plan order, each as `python -m ...` in the repository;
+    its output goes to LOG_DIR/JOB.log. Stops at the first failure (StudyJobFailed)."""
+    todo = [j for j in jobs if j.command]  # a merge job has none: datagen merged already
+    t_study = time.monotonic()
+    for i, job in enumerate(todo, 1):
+        head = f"[study {i}/{len(todo)}] {local_label(study, job)}"
+        if job.done:
+            print(f"{head}: done, skipped", flush=True)
+            continue
+        log = log_dir / f"{job.name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        shown = shlex.join(["python", "-m", *job.command])
+        print(f"{head} ... (log: {log})", flush=True)
+        t0 = time.monotonic()
+        with open(log, "w") as out:
+            print(f"$ {shown}", file=out, flush=True)
+            rc = run_job([sys.executable, "-m", *job.command], out)
+        if rc != 0:
+            raise StudyJobFailed(
+                f"job {job.name} failed with status {rc}: see {log}; its command (in {REPO}): "
+                f"{shown}"
+            )
+        print(f"{head}: done in {time.monotonic() - t0:.0f} s", flush=True)
+    print(f"[study] {study.name}: all {len(todo)} jobs done in {time.monotonic() - t_study:.0f} s")
+
+
 def main(argv: list[str]) -> None:
     study = load_config(StudyConfig, argv)
     jobs = plan(study)
+    if study.executor == "local":
+        run_root = _root(study.run_root, "PHYWORLD_RUN_ROOT", study.name)
+        if study.dry_run:
+            for job in (j for j in jobs if j.command and not j.done):
+                print(shlex.join(["python", "-m", *job.command]))
+            return
+        run_local(study, jobs, Path(run_root) / "logs")
+        return
     submit(study, jobs)
     print(summary(jobs, study.cost))
 

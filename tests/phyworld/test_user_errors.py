@@ -73,7 +73,7 @@ TRAIN = ["configs/train/quickstart.yaml", "data.path=/nonexistent", "output_dir=
     [
         (
             "model.size=XXL",
-            r"'model.size': 'XXL'; set model.size to one of micro \| tiny \| S \| B \| L \| XL",
+            r"'model.size': 'XXL'; set model.size to one of micro \| tiny \| mini \| S \| B \| L \| XL",
         ),
         ("optim.lr=-1", r"'optim.lr': -1.0; set optim.lr to a value > 0"),
         ("checkpoint.every_steps=0", r"'checkpoint.every_steps': 0; .* a value >= 1"),

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from phyworld.config import ConfigError
-from phyworld.quickstart import command_line, main
+from phyworld.quickstart import command_line, id_vs_ood, main, velocity_errors
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,6 +29,25 @@ def test_the_commands_it_shows_paste_into_a_shell_as_they_ran() -> None:
     shown = command_line("eval", args)
     assert shlex.split(shown) == ["python", "-m", "eval", *args]
     assert shlex.split(shown)[-1] == f"sets={sets}"  # one word, as the stage passed it
+
+
+def test_it_reports_the_sub_pixel_parser_beside_the_headline(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    rows = [
+        {"step": 1200, "set": "uniform_eval_id", "vel_error": 1.24, "vel_error_gt": 0.38,
+         "vel_error.alpha.model": 1.1, "vel_error.alpha.gt": 0.01},
+        {"step": 1200, "set": "uniform_eval_v_out", "vel_error": 3.1, "vel_error_gt": 0.4,
+         "vel_error.alpha.model": 3.3, "vel_error.alpha.gt": 0.02},
+        {"step": 600, "set": "uniform_eval_id", "vel_error.alpha.model": 9.0},  # older: not used
+    ]  # fmt: skip
+    (run / "eval" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    alpha = velocity_errors(run, "alpha")
+    assert alpha == {"uniform_eval_id": (1.1, 0.01), "uniform_eval_v_out": (3.3, 0.02)}
+    assert velocity_errors(run)["uniform_eval_id"] == (1.24, 0.38)
+    assert id_vs_ood(alpha) == "ID 1.100 vs OOD 3.300 (3.0x, the paper's direction, not yet its " \
+        "size: see docs/quickstart.md)"  # fmt: skip
+    assert id_vs_ood(velocity_errors(run)).startswith("ID 1.240 vs OOD 3.100 (2.5x, ")
 
 
 @pytest.mark.slow
@@ -68,6 +87,13 @@ def test_quickstart_runs_end_to_end_and_reports_id_and_ood(tmp_path: Path) -> No
     floor = {r["set"]: r["vel_error_gt"] for r in rows}
     id_err, ood_err = error["uniform_eval_id"], error["uniform_eval_v_out"]
     assert (float(found[1]), float(found[2])) == (round(id_err, 3), round(ood_err, 3))
+    alpha = re.search(r"sub-pixel \(alpha\) parser: ID ([\d.]+) vs OOD ([\d.]+)", log)
+    assert alpha, log[-2000:]  # beside the headline, the lowest-floor parser's numbers
+    by_set = {r["set"]: r["vel_error.alpha.model"] for r in rows}
+    assert (float(alpha[1]), float(alpha[2])) == (
+        round(by_set["uniform_eval_id"], 3),
+        round(by_set["uniform_eval_v_out"], 3),
+    )
     assert all(0 <= f < 0.5 for f in floor.values()), floor  # the parser sees the true motion
     assert 0 < id_err < 2.0 and id_err * 1.5 < ood_err, (error, log[-2000:])
     assert (out / "report" / "table.md").is_file()
