@@ -17,8 +17,11 @@ LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_A
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No launcher variables; those `launcher_env` sets are removed again after the test (a
+    RANK left behind silences rank-0-only output, e.g. the CLI's errors, in later tests)."""
     for key in [*LAUNCH_VARS, *(k for k in os.environ if k.startswith("SLURM_"))]:
-        monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv(key, "")  # recorded as it was, so the teardown restores it
+        monkeypatch.delenv(key)
     return monkeypatch
 
 
