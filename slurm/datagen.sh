@@ -57,7 +57,7 @@ shift
 "$PHYWORLD_PYTHON" -c 'import sys
 from datagen.config import DatagenConfig
 from datagen.generate import make_plan
-from datagen.shards import DatasetError, check_deletable, dataset_files
+from phyworld.data.shards import DatasetError, check_deletable, dataset_files
 from phyworld.config import ConfigError, load_config
 from phyworld import storage
 try:

@@ -30,6 +30,7 @@ trainer asks Slurm to requeue the job (the run resumes from its last checkpoint)
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import json
 import math
@@ -55,7 +56,6 @@ import phyworld  # noqa: F401  (makes `import streaming` safe: must come first)
 from streaming import Stream, StreamingDataLoader, StreamingDataset
 from streaming.base.dataset import _ShardState
 from streaming.base.format.base.reader import Reader
-from streaming.base.util import clean_stale_shared_memory
 from streaming.base.world import World
 
 from phyworld import storage
@@ -339,6 +339,36 @@ def _kill_loader_workers() -> None:
         worker.join()
 
 
+def clean_stale_shared_memory_of(local: str) -> None:
+    """Unlink the streaming shared memory that an earlier, killed process left registered for the
+    local directory `local` (streaming refuses a directory another dataset still holds, so a
+    requeued run on the same node would not start), and nothing else: streaming's own clean-up
+    unlinks every dataset's, including those of jobs still running on the node. Local rank 0
+    cleans; every rank waits for it."""
+    import _posixshmem
+
+    from streaming.base.constant import LOCALS, SHM_TO_CLEAN
+    from streaming.base.shared import SharedMemory
+    from streaming.base.shared.prefix import _each_prefix_int, _get_path, _unpack_locals
+
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        ours = os.path.abspath(local)
+        for prefix in _each_prefix_int():  # registered prefixes are dense, as streaming scans them
+            try:
+                registry = SharedMemory(_get_path(prefix, LOCALS), False, auto_cleanup=False)
+            except FileNotFoundError:
+                break
+            theirs, _ = _unpack_locals(bytes(registry.buf))
+            registry.cleanup()  # detaches only
+            if ours not in theirs:
+                continue
+            for name in SHM_TO_CLEAN:
+                with contextlib.suppress(FileNotFoundError):
+                    _posixshmem.shm_unlink(_get_path(prefix, name))
+    if dist.is_initialized():
+        dist.barrier()
+
+
 def cache_dir(cfg: DataConfig, run_dir: str) -> str | None:
     """Local cache for a remote dataset: the same on every rank of a node, distinct per run."""
     if not cfg.path.startswith(("s3://", "gs://", "oci://", "azure://", "hf://")):
@@ -392,13 +422,13 @@ def build_dataloader(
     micro-batch) sets what an epoch is a whole number of."""
     if cfg.kind not in ("videos", "latents"):
         raise DataError(f"data.kind={cfg.kind!r}: use videos or latents")
-    clean_stale_shared_memory()  # /dev/shm left by a killed run would block this one
     manifest = read_manifest(cfg)
     sha256 = {}
     if manifest is not None:
         sha256 = {name: info["sha256"] for name, info in manifest["shards"].items()}
         sha256[shards.INDEX] = manifest["index_sha256"]
     cache = cache_dir(cfg, run_dir)
+    clean_stale_shared_memory_of(cache or cfg.path)
     stream = VerifiedStream(
         remote=cfg.path if cache else None,
         local=cache or cfg.path,

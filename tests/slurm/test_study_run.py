@@ -128,7 +128,7 @@ def test_a_study_runs_to_its_report_and_redoes_only_a_killed_run(
     for r in rows:
         r.update(data_size=int(r["data_size"]), vel_error=float(r["vel_error"]), vel_error_gt=None)
     series, _ = figure3_series(rows)
-    assert {k: [n for n, _ in v] for k, v in series.items()} == {
+    assert {(p, m): [n for n, _ in v] for (p, m, _level), v in series.items()} == {
         (panel, m): [16, 48] for panel in ("ID", "OOD") for m in ("tiny", "micro")
     }
     assert (report / "fig3_velocity_error.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

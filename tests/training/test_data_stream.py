@@ -202,3 +202,30 @@ print("one batch", flush=True)
         pytest.fail("the process did not exit after taking one batch (loader workers left)")
     assert done.returncode == 0, done.stderr
     assert "one batch" in done.stdout
+
+
+def test_a_loader_leaves_other_datasets_shared_memory_alone(
+    tiny_dataset: Path, tmp_path, monkeypatch
+) -> None:
+    """Another dataset open on this node (another job's) keeps its streaming registration when a
+    loader starts: streaming's own clean-up, called here before, unlinked every dataset's, and
+    concurrent jobs then collided on the freed names (FileExistsError)."""
+    import tempfile
+
+    from streaming.base.constant import LOCALS
+    from streaming.base.shared.prefix import _get_path
+
+    # a fresh temp dir, as on a fresh node: no lock files of earlier datasets push the prefix up
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    other_root = make_dataset(tmp_path / "other", 16, 8, 32)
+    other = build_dataloader(data_config(str(other_root)), 4, 1, str(tmp_path / "a"))
+    registered = Path("/dev/shm") / _get_path(other.dataset._shm_prefix_int, LOCALS).lstrip("/")
+    assert registered.exists()
+    loader = build_dataloader(data_config(str(tiny_dataset)), 4, 1, str(tmp_path / "b"))
+    # both alive: two registrations (the old clean-up unlinked the other's, and the new loader
+    # took its name)
+    assert registered.exists()
+    assert loader.dataset._shm_prefix_int != other.dataset._shm_prefix_int
+    del loader, other
+    gc.collect()
