@@ -39,6 +39,7 @@ from pathlib import Path
 
 from phyworld.cli import UserError, run_cli
 from phyworld.config import ConfigError, choice, load_config
+from phyworld.data.runs import latest_step
 from training.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,15 +190,6 @@ def dataset_complete(root: str) -> bool:
     return (Path(root) / "manifest.json").is_file()
 
 
-def run_step(run_dir: str) -> int:
-    """The step of the run's latest complete checkpoint, 0 if none."""
-    latest = Path(run_dir) / "checkpoints" / "latest"
-    if not latest.is_file():
-        return 0
-    meta = latest.parent / latest.read_text().strip() / "meta.json"
-    return int(json.loads(meta.read_text())["step"]) if meta.is_file() else 0
-
-
 def _sbatch_values(script: Path, extra: list[str]) -> dict[str, str]:
     """#SBATCH defaults of a script with `extra` options applied (for the GPU count)."""
     values = dict(re.findall(r"^#SBATCH --([\w-]+)=(\S+)", script.read_text(), re.M))
@@ -206,19 +198,17 @@ def _sbatch_values(script: Path, extra: list[str]) -> dict[str, str]:
 
 
 def train_gpu_hours(cfg: TrainConfig, gpus: int, cost: CostModel) -> float:
-    """GPU-hours of a training run: model FLOPs over (peak x MFU).
-
-    Per sample and step: 6 x params x tokens (matmuls, forward + backward) plus
-    12 x depth x hidden x tokens^2 (attention scores and values, forward + backward).
-    """
+    """GPU-hours of a training run: model FLOPs (`training.metrics.train_flops_per_sample`, as
+    the training logs MFU) over (peak x MFU)."""
+    from training.metrics import train_flops_per_sample
     from training.model import DIT_CONFIGS
 
     size = DIT_CONFIGS[cfg.model.size]
-    down = cfg.vae.downsample if cfg.vae.kind == "pixel" else 8
+    down = cfg.vae.downsample if cfg.vae.kind == "pixel" else 8  # our VAE and SD's: 8x
     side = cfg.data.resolution // down // cfg.model.patch_hw
     tokens = math.ceil(cfg.data.frames / cfg.model.patch_t) * side * side
     params = size.paper_params or 12 * size.depth * size.hidden_size**2
-    flops_per_sample = 6 * params * tokens + 12 * size.depth * size.hidden_size * tokens**2
+    flops_per_sample = train_flops_per_sample(params, tokens, size.depth, size.hidden_size)
     p = cfg.parallel
     batch = (
         p.global_batch_size
@@ -340,7 +330,7 @@ def plan(study: StudyConfig) -> list[Job]:
                     command=["training", args[0], f"model.size={size}", *args[1:]],
                     after_ok=[data_job(train_set), *vae_job],
                     sbatch=[*study.train_sbatch, *study.sbatch],
-                    done=run_step(run_dir) >= cfg.max_steps,
+                    done=latest_step(run_dir) >= cfg.max_steps,
                     run_dir=run_dir,
                     gpus=max(gpus, 1),
                     gpu_hours=train_gpu_hours(cfg, max(gpus, 1), study.cost),

@@ -16,7 +16,8 @@ import pytest
 
 from eval.report import figure3_series
 from phyworld.config import load_config
-from training.study import StudyConfig, plan, run_step
+from phyworld.data.runs import latest_step
+from training.study import StudyConfig, plan
 
 REPO = Path(__file__).resolve().parents[2]
 STUDY = Path(__file__).resolve().parent / "tiny_study.yaml"
@@ -74,13 +75,13 @@ def test_a_study_runs_to_its_report_and_redoes_only_a_killed_run(
 
     # Kill one training job mid-way: once it has written its first checkpoint (of 4).
     deadline = time.monotonic() + 600
-    while run_step(str(runs / KILLED)) == 0:
+    while latest_step(runs / KILLED) == 0:
         assert time.monotonic() < deadline, log(ids[f"train-{KILLED}"])
         assert slurm_cluster.job(ids[f"train-{KILLED}"]).get("JobState") in {"PENDING", "RUNNING"}
         time.sleep(0.2)
     slurm_cluster.run("scancel", ids[f"train-{KILLED}"])
     slurm_cluster.wait(ids[f"train-{KILLED}"], {"CANCELLED"}, timeout=120)
-    assert 0 < run_step(str(runs / KILLED)) < 40, "it finished before it could be killed"
+    assert 0 < latest_step(runs / KILLED) < 40, "it finished before it could be killed"
 
     # The rest of the study ends; the report waits on the killed job, forever.
     for run in RUNS:
