@@ -187,18 +187,29 @@ def sbatch_gpus(script: str, options: list[str]) -> list[int]:
     from training.study import _sbatch_values
 
     values = _sbatch_values(REPO / script, options)
-    low, _, high = values.get("nodes", "1").partition("-")
     per_node = int(values.get("gpus-per-node", 1))
-    return [n * per_node for n in range(int(low), int(high or low) + 1)]
+    return [n * per_node for n in node_counts(values.get("nodes", "1"))]
+
+
+def node_counts(nodes: str) -> range:
+    """The node counts an sbatch `--nodes` value allows: `4`, or each count of a range `2-4`."""
+    low, _, high = nodes.partition("-")
+    return range(int(low), int(high or low) + 1)
+
+
+def default_config(script: str) -> str | None:
+    """What a slurm script runs when given no config (its `PHYWORLD_DEFAULT_CONFIG`), if any."""
+    found = re.search(r"^PHYWORLD_DEFAULT_CONFIG=(\S+)$", (REPO / script).read_text(), re.M)
+    return found.group(1) if found else None
 
 
 def script_args(script: str, args: list[str]) -> list[str]:
-    """The arguments a slurm script passes on: a training script's default config
-    (PHYWORLD_DEFAULT_CONFIG) when the command gives none."""
+    """The arguments a slurm script passes on: a training script's default config when the
+    command gives none."""
     if args and "=" not in args[0]:
         return args
-    default = re.search(r"^PHYWORLD_DEFAULT_CONFIG=(\S+)$", (REPO / script).read_text(), re.M)
-    return [default.group(1), *args] if default else args
+    default = default_config(script)
+    return [default, *args] if default else args
 
 
 def check_config(module: str, args: list[str], gpus: list[int] = (1,)) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from doc_commands import default_config, node_counts
 from harness import launched_shape
 
 from phyworld.config import ConfigError, load_config
@@ -19,6 +20,7 @@ from training.engine import (
     global_batch_size,
     lr_multiplier,
 )
+from training.study import _sbatch_values
 
 
 def config(*overrides: str) -> TrainConfig:
@@ -95,10 +97,6 @@ class Launch:
     args: tuple[str, ...]  # CONFIG.yaml [key=value ...], as `python -m training` gets them
 
 
-def _sbatch_header(script: Path) -> dict[str, str]:
-    return dict(re.findall(r"^#SBATCH --([\w-]+)=(\S+)", script.read_text(), re.M))
-
-
 def _commands(text: str) -> list[str]:
     """Shell commands in a doc or a config header: `\\` continuations joined, `#` stripped."""
     lines = [re.sub(r"\s+#\s.*", "", re.sub(r"^\s*#\s?", "", line)) for line in text.splitlines()]
@@ -124,11 +122,10 @@ def _launches(source: str, command: str) -> list[Launch]:
     if rest and "=" not in rest[0] and not (REPO / rest[0]).is_file():
         return []  # a placeholder (CONFIG.yaml) or another entry point
     if script is not None:
-        options = dict(re.findall(r"--([\w-]+)=(\S+)", " ".join(tokens[: tokens.index(script)])))
-        header = {**_sbatch_header(REPO / script), **options}
-        low, _, high = header["nodes"].partition("-")
+        header = _sbatch_values(REPO / script, tokens[: tokens.index(script)])
         size = re.fullmatch(r"slurm/train_(\w+)\.sh", script).group(1).upper()
         config = rest[0] if rest and "=" not in rest[0] else default_config(script)
+        assert config, f"{script} names no default config"
         overrides = rest[1:] if rest and "=" not in rest[0] else rest
         return [
             Launch(
@@ -136,7 +133,7 @@ def _launches(source: str, command: str) -> list[Launch]:
                 nodes * int(header["ntasks-per-node"]),
                 (config, f"model.size={size}", *overrides),
             )
-            for nodes in range(int(low), int(high or low) + 1)
+            for nodes in node_counts(header["nodes"])
         ]
     if "torchrun" in tokens[0]:
         flags = dict(re.findall(r"--(nproc[-_]per[-_]node|nnodes)[= ](\d+)", command))
@@ -145,13 +142,6 @@ def _launches(source: str, command: str) -> list[Launch]:
     else:
         world = 1
     return [Launch(source, world, tuple(rest))]
-
-
-def default_config(script: str) -> str:
-    """What a train script runs when given no config (`PHYWORLD_DEFAULT_CONFIG` in its body)."""
-    found = re.search(r"^PHYWORLD_DEFAULT_CONFIG=(\S+)", (REPO / script).read_text(), re.M)
-    assert found, f"{script} names no default config"
-    return found.group(1)
 
 
 def documented_launches() -> list[Launch]:
