@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import hashlib
 import json
 import math
@@ -41,7 +42,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -339,6 +340,35 @@ def _kill_loader_workers() -> None:
         worker.join()
 
 
+# Where the local leaders of every job on a node take turns registering with streaming: beside the
+# shared memory itself, so every process that can collide there sees the same lock.
+REGISTRATION_LOCK = (
+    "/dev/shm/phyworld-streaming-registration.lock"
+    if os.path.isdir("/dev/shm")
+    else os.path.join(tempfile.gettempdir(), "phyworld-streaming-registration.lock")
+)
+
+
+@contextlib.contextmanager
+def streaming_registration() -> Iterator[None]:
+    """Hold the node's streaming registration lock (on local rank 0; other ranks pass through).
+
+    Streaming finds the first free shared-memory prefix, then creates it, with nothing between:
+    two jobs whose loaders start together on one node pick the same prefix, and the later dies
+    with FileExistsError. Local leaders take turns instead; their job's other ranks wait at
+    streaming's own barriers, so they must not take the lock."""
+    if int(os.environ.get("LOCAL_RANK", "0")) != 0:
+        yield
+        return
+    # read-only: flock needs no write access, so a lock file another user made works too
+    fd = os.open(REGISTRATION_LOCK, os.O_RDONLY | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def clean_stale_shared_memory_of(local: str) -> None:
     """Unlink the streaming shared memory that an earlier, killed process left registered for the
     local directory `local` (streaming refuses a directory another dataset still holds, so a
@@ -428,7 +458,6 @@ def build_dataloader(
         sha256 = {name: info["sha256"] for name, info in manifest["shards"].items()}
         sha256[shards.INDEX] = manifest["index_sha256"]
     cache = cache_dir(cfg, run_dir)
-    clean_stale_shared_memory_of(cache or cfg.path)
     stream = VerifiedStream(
         remote=cfg.path if cache else None,
         local=cache or cfg.path,
@@ -438,16 +467,19 @@ def build_dataloader(
     )
     canonical = cfg.num_canonical_nodes or loader_nodes(sequence_parallel_size)
     epoch = math.lcm(global_batch_size or micro_batch_size, canonical)
-    dataset = PhysicsVideos(
-        cfg,
-        streams=[stream],
-        epoch_size=whole_epoch(cfg, epoch),
-        shuffle=cfg.shuffle,
-        shuffle_seed=cfg.shuffle_seed,
-        batch_size=micro_batch_size,
-        replication=sequence_parallel_size if sequence_parallel_size > 1 else None,
-        num_canonical_nodes=canonical,
-    )
+    epoch_size = whole_epoch(cfg, epoch)
+    with streaming_registration():
+        clean_stale_shared_memory_of(cache or cfg.path)
+        dataset = PhysicsVideos(
+            cfg,
+            streams=[stream],
+            epoch_size=epoch_size,
+            shuffle=cfg.shuffle,
+            shuffle_seed=cfg.shuffle_seed,
+            batch_size=micro_batch_size,
+            replication=sequence_parallel_size if sequence_parallel_size > 1 else None,
+            num_canonical_nodes=canonical,
+        )
     return StreamingDataLoader(
         dataset,
         batch_size=micro_batch_size,

@@ -4,10 +4,12 @@ mid-epoch, and refusing a dataset that does not match its manifest or a shard it
 from __future__ import annotations
 
 import gc
+import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -229,3 +231,50 @@ def test_a_loader_leaves_other_datasets_shared_memory_alone(
     assert loader.dataset._shm_prefix_int != other.dataset._shm_prefix_int
     del loader, other
     gc.collect()
+
+
+def test_loaders_starting_together_on_one_node_each_register(tiny_dataset: Path, tmp_path) -> None:
+    """Streaming finds a free shared-memory prefix and then creates it with nothing between: jobs
+    whose loaders started at the same moment on one node (two runs of a study, training beside
+    its eval) took the same prefix, and all but one died with FileExistsError."""
+    from streaming.base.constant import BARRIER_FILELOCK
+    from streaming.base.shared.prefix import _get_path
+
+    go, node_tmp = tmp_path / "go", tmp_path / "tmp"
+    node_tmp.mkdir()
+    # a node's temp dir after many runs: streaming skips every prefix that left a lock file here,
+    # so each loader scans a while before it registers (the window the jobs collided in)
+    for prefix in range(30000):
+        (node_tmp / _get_path(prefix, BARRIER_FILELOCK).lstrip("/")).touch()
+    script = f"""
+import os, sys, time
+import phyworld
+from training.config import DataConfig
+from phyworld.config import load_config
+from training.data import build_dataloader
+cfg = load_config(DataConfig, [f"path={{sys.argv[1]}}", "frames=8", "resolution=32"])
+while not os.path.exists("{go}"):
+    time.sleep(0.01)
+loader = iter(build_dataloader(cfg, 2, 1, sys.argv[2]))
+next(loader)
+print("one batch", flush=True)
+"""
+    jobs = []
+    for i in range(4):
+        root = tmp_path / f"data{i}"  # a dataset of its own: streaming refuses a shared one
+        shutil.copytree(tiny_dataset, root)
+        jobs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", script, str(root), str(tmp_path / f"run{i}")],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "TMPDIR": str(node_tmp)},
+            )
+        )
+    time.sleep(8)  # every process imported and waiting
+    go.touch()
+    for job in jobs:
+        out, err = job.communicate(timeout=120)
+        assert job.returncode == 0, err[-2000:]
+        assert "one batch" in out
