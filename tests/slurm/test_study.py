@@ -1,4 +1,4 @@
-"""`python -m training.study`: the plan, the dry run, skipping what is done, real submission."""
+"""`python -m pipeline.study`: the plan, the dry run, skipping what is done, real submission."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from phyworld.config import ConfigError, load_config
-from training.study import StudyConfig, main, plan, summary
+from pipeline.study import StudyConfig, main, plan, summary
 
 REPO = Path(__file__).resolve().parents[2]
 STUDIES = sorted((REPO / "configs" / "studies").glob("*_scaling.yaml"))
 
 
 def dry_run(study: Path, tmp_path: Path, capsys, monkeypatch, *overrides: str) -> str:
-    """`python -m training.study STUDY dry_run=true`, in this process; returns what it prints."""
+    """`python -m pipeline.study STUDY dry_run=true`, in this process; returns what it prints."""
     monkeypatch.setenv("PHYWORLD_DATA_ROOT", f"{tmp_path}/data")
     monkeypatch.setenv("PHYWORLD_RUN_ROOT", f"{tmp_path}/runs")
     capsys.readouterr()

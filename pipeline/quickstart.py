@@ -1,4 +1,4 @@
-"""usage: python -m phyworld.quickstart [out=DIR] [key=value ...]
+"""usage: python -m pipeline.quickstart [out=DIR] [key=value ...]
 
 The whole pipeline on one CPU.
 
@@ -222,4 +222,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli("phyworld.quickstart", main, __doc__, QuickstartConfig))
+    sys.exit(run_cli("pipeline.quickstart", main, __doc__, QuickstartConfig))

@@ -1,4 +1,4 @@
-"""usage: python -m training.study configs/studies/NAME.yaml [executor=local] [dry_run=true] [key=value ...]
+"""usage: python -m pipeline.study configs/studies/NAME.yaml [executor=local] [dry_run=true] [key=value ...]
 
 Runs a whole scaling study as one chain of jobs, by default submitted to Slurm:
 
@@ -537,4 +537,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli("training.study", main, __doc__, StudyConfig))
+    sys.exit(run_cli("pipeline.study", main, __doc__, StudyConfig))
