@@ -197,18 +197,22 @@ def _sbatch_values(script: Path, extra: list[str]) -> dict[str, str]:
     return values
 
 
-def train_gpu_hours(cfg: TrainConfig, gpus: int, cost: CostModel) -> float:
-    """GPU-hours of a training run: model FLOPs (`training.metrics.train_flops_per_sample`, as
-    the training logs MFU) over (peak x MFU)."""
+def train_flops(cfg: TrainConfig, downsample: int) -> float:
+    """Model FLOPs of one training sample of `cfg` (`training.metrics.train_flops_per_sample`,
+    as the training logs MFU, at the paper's parameter count of the size) on latents
+    `downsample` times smaller per side than the videos."""
     from training.metrics import train_flops_per_sample
     from training.model import DIT_CONFIGS
 
     size = DIT_CONFIGS[cfg.model.size]
-    down = cfg.vae.downsample if cfg.vae.kind == "pixel" else 8  # our VAE and SD's: 8x
-    side = cfg.data.resolution // down // cfg.model.patch_hw
+    side = cfg.data.resolution // downsample // cfg.model.patch_hw
     tokens = math.ceil(cfg.data.frames / cfg.model.patch_t) * side * side
     params = size.paper_params or 12 * size.depth * size.hidden_size**2
-    flops_per_sample = train_flops_per_sample(params, tokens, size.depth, size.hidden_size)
+    return train_flops_per_sample(params, tokens, size.depth, size.hidden_size)
+
+
+def train_gpu_hours(cfg: TrainConfig, flops_per_sample: float, gpus: int, cost: CostModel) -> float:
+    """GPU-hours of a training run: its model FLOPs over (peak x MFU)."""
     p = cfg.parallel
     batch = (
         p.global_batch_size
@@ -275,16 +279,27 @@ def dataset_jobs(study: StudyConfig, roots: Roots, key: str) -> list[Job]:
     return [workers, merge]
 
 
-def vae_job(study: StudyConfig, roots: Roots, key: str) -> Job:
-    """Our VAE `key`: one GPU, after its datasets; the runs of the grids that name it wait for
-    it."""
-    from training.vae import VAETrainConfig
-
+def vae_args(study: StudyConfig, roots: Roots, key: str) -> list[str]:
+    """The arguments of `python -m training.vae` that train the study's VAE `key`."""
     spec = study.vaes[key]
     args = [spec.config, f"data={roots.data}/{spec.data}", f"output_dir={roots.vae_dir(key)}"]
     args += [f"eval_data={roots.data}/{spec.eval_data}"] if spec.eval_data else []
-    args = [*args, *spec.overrides]
-    load_config(VAETrainConfig, args)  # a bad VAE config fails here
+    return [*args, *spec.overrides]
+
+
+def vae_config(study: StudyConfig, roots: Roots, key: str):
+    """The VAETrainConfig the study trains its VAE `key` with (a bad one fails here)."""
+    from training.vae import VAETrainConfig
+
+    return load_config(VAETrainConfig, vae_args(study, roots, key))
+
+
+def vae_job(study: StudyConfig, roots: Roots, key: str) -> Job:
+    """Our VAE `key`: one GPU, after its datasets; the runs of the grids that name it wait for
+    it."""
+    spec = study.vaes[key]
+    args = vae_args(study, roots, key)
+    vae_config(study, roots, key)  # a bad VAE config fails here
     return Job(
         name=f"{roots.prefix}-vae-{key}",
         script="slurm/vae.sh",
@@ -336,6 +351,7 @@ def train_job(study: StudyConfig, roots: Roots, grid: GridSpec, size: str, train
     script = f"slurm/train_{size.lower()}.sh"
     sbatch = [*study.train_sbatch, *study.sbatch]
     gpus = train_gpus(script, sbatch)
+    down = latent_factor(study, roots, grid, cfg)
     vae = [f"{roots.prefix}-vae-{grid.vae}"] if grid.vae else []  # the grid's VAE, trained first
     return Job(
         name=f"{roots.prefix}-train-{run_name(run_dir)}",
@@ -347,8 +363,19 @@ def train_job(study: StudyConfig, roots: Roots, grid: GridSpec, size: str, train
         done=latest_step(run_dir) >= cfg.max_steps,
         run_dir=run_dir,
         gpus=gpus,
-        gpu_hours=train_gpu_hours(cfg, gpus, study.cost),
+        gpu_hours=train_gpu_hours(cfg, train_flops(cfg, down), gpus, study.cost),
     )
+
+
+def latent_factor(study: StudyConfig, roots: Roots, grid: GridSpec, cfg: TrainConfig) -> int:
+    """How many times smaller per side than its videos a run's latents are: its autoencoder's
+    factor (`training.autoencoders.latent_downsample`), or for the grid's VAE, which the study
+    trains first, the factor of the architecture its config trains."""
+    from training.autoencoders import latent_downsample
+
+    if grid.vae:
+        return vae_config(study, roots, grid.vae).model.downsample
+    return latent_downsample(cfg.vae)
 
 
 def run_name(run_dir: str) -> str:

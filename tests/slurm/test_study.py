@@ -11,6 +11,7 @@ import pytest
 
 from phyworld.config import ConfigError, load_config
 from pipeline.study import StudyConfig, main, plan, summary
+from training.autoencoders import VideoVAE, VideoVAEConfig, save_video_vae
 
 REPO = Path(__file__).resolve().parents[2]
 STUDIES = sorted((REPO / "configs" / "studies").glob("*_scaling.yaml"))
@@ -120,9 +121,9 @@ def test_a_run_on_a_vae_that_nobody_trains_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"grid g: .*vae.kind=ours.*holds no trained VAE.*`vaes`"):
         main([str(study), "dry_run=true", f"data_root={tmp_path}", f"run_root={tmp_path}"])
+    # a trained VAE there: nothing to add to the chain (the estimate reads its architecture)
     trained = tmp_path / "vae"
-    trained.mkdir()
-    (trained / "vae.json").write_text("{}")  # a trained VAE there: nothing to add to the chain
+    save_video_vae(VideoVAE(VideoVAEConfig(channels=8)), trained, shift=0.0, scale=1.0, metrics={})
     main(
         [
             str(study),
