@@ -36,11 +36,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from phyworld.cli import UserError, run_cli
 from phyworld.config import ConfigError, choice, load_config
 from phyworld.data.runs import latest_step
 from training.config import TrainConfig
+
+if TYPE_CHECKING:  # an annotation only: training.vae imports torch, loaded when a study has VAEs
+    from training.vae import VAETrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SUBMIT = REPO / "slurm" / "submit.sh"
@@ -287,7 +291,7 @@ def vae_args(study: StudyConfig, roots: Roots, key: str) -> list[str]:
     return [*args, *spec.overrides]
 
 
-def vae_config(study: StudyConfig, roots: Roots, key: str):
+def vae_config(study: StudyConfig, roots: Roots, key: str) -> VAETrainConfig:
     """The VAETrainConfig the study trains its VAE `key` with (a bad one fails here)."""
     from training.vae import VAETrainConfig
 
