@@ -35,11 +35,12 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from phyworld.cli import UserError, run_cli
-from phyworld.config import ConfigError, choice, load_config
+from phyworld.config import ConfigError, load_config
 from phyworld.data.runs import latest_step
 from training.config import TrainConfig
 
@@ -49,12 +50,16 @@ if TYPE_CHECKING:  # an annotation only: training.vae imports torch, loaded when
 REPO = Path(__file__).resolve().parents[1]
 SUBMIT = REPO / "slurm" / "submit.sh"
 SITE = REPO / "slurm" / "site.sh"
-EXECUTORS = ("slurm", "local")  # sbatch chain | one process after another on this machine
 
 
 # ---------------------------------------------------------------------------------------------
 #                                          Config
 # ---------------------------------------------------------------------------------------------
+
+
+class Executor(StrEnum):
+    slurm = "slurm"  # an sbatch chain
+    local = "local"  # one process after another on this machine
 
 
 @dataclass
@@ -115,7 +120,7 @@ class StudyConfig:
     train_sbatch: list[str] = field(default_factory=list)  # extra sbatch options, training jobs
     sbatch: list[str] = field(default_factory=list)  # extra sbatch options, every job
     cost: CostModel = field(default_factory=CostModel)
-    executor: str = choice("slurm", EXECUTORS)
+    executor: Executor = Executor.slurm
     dry_run: bool = False
     hold: bool = False  # submit every job held (release with `scontrol release`)
 
