@@ -196,15 +196,14 @@ def _valid_keys(cfg: DictConfig, key: str) -> list[str]:
 
 def _find(data: Any, name: str, value: Any, prefix: str = "") -> str | None:
     """The key of the first `name: value` in plain YAML data, or None."""
-    if isinstance(data, dict) and name in data and data[name] == value:
-        return _join(prefix, name)
-    items = (
-        data.items()
-        if isinstance(data, dict)
-        else enumerate(data)
-        if isinstance(data, list)
-        else ()
-    )
+    if isinstance(data, dict):
+        if name in data and data[name] == value:
+            return _join(prefix, name)
+        items = data.items()
+    elif isinstance(data, list):
+        items = enumerate(data)
+    else:
+        return None
     for k, v in items:
         if (found := _find(v, name, value, _join(prefix, k))) is not None:
             return found
