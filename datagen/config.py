@@ -4,17 +4,18 @@
 `phyworld.config.load_config`). A dataset is a concatenation of *groups* (homogeneous
 sub-populations: e.g. red balls then blue squares); with no `groups` the top level is the one group.
 Each group inherits the top-level `count`, `ranges`, `grid`, `exclude`, `options` and `level`, and
-overrides what it sets (`ranges` and `options` key by key). `load_config` checks the `choice`
+overrides what it sets (`ranges` and `options` key by key). `load_config` checks the Enum
 and `bounded` fields, and `DatagenConfig.__post_init__` the range names against the scene's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from datagen.scenes import SCENES
-from phyworld.config import ConfigError, bounded, choice
+from phyworld.config import ConfigError, bounded
 
 # Keys that say how a run is executed, not what the dataset holds: left out of the saved
 # config.yaml so that the same dataset is byte-identical whatever the worker count.
@@ -25,13 +26,46 @@ class DatagenConfigError(ConfigError):
     """A datagen config that cannot produce a valid dataset; the message says how to fix it."""
 
 
+# the scenes' names (datagen.scenes.SCENES)
+SceneName = StrEnum("SceneName", {name: name for name in SCENES}, module=__name__)
+
+
+class Split(StrEnum):
+    train = "train"
+    eval = "eval"
+
+
+class Sampling(StrEnum):
+    grid = "grid"  # linspace per parameter (product)
+    random = "random"  # uniform draws
+
+
+class GroupSampling(StrEnum):
+    """A group's sampling: the top level's unless set."""
+
+    inherit = ""
+    grid = "grid"
+    random = "random"
+
+
+class RenderStyle(StrEnum):
+    aa = "aa"  # area coverage (anti-aliased)
+    paper = "paper"  # the authors' point-sampled soft edge
+
+
+class Mode(StrEnum):
+    all = "all"  # generate + merge
+    generate = "generate"  # this worker's parts
+    merge = "merge"
+
+
 @dataclass
 class GroupConfig:
     """One sub-population of a dataset; unset fields inherit the top level."""
 
     level: str = ""
     count: int = bounded(0, ge=0)
-    sampling: str = choice("", ("", "grid", "random"))  # "" inherits
+    sampling: GroupSampling = GroupSampling.inherit
     ranges: dict[str, list[list[float]]] = field(default_factory=dict)
     grid: dict[str, int] = field(default_factory=dict)
     exclude: list[dict[str, list[float]]] = field(default_factory=list)
@@ -44,14 +78,13 @@ class DatagenConfig:
 
     output: str = "???"  # local directory or s3://bucket/prefix
     name: str = ""  # dataset name used in sample ids; default: the last component of `output`
-    scene: str = choice("uniform", SCENES)
-    split: str = choice("train", ("train", "eval"))
+    scene: SceneName = SceneName.uniform
+    split: Split = Split.train
     level: str = "id"  # id | r_out | v_out | both_out | in_template | out_template | free text
     seed: int = 0
 
     # Parameter space (kinematic scenes). A range is a union of [lo, hi] intervals.
-    # grid: linspace per parameter (product) | random: uniform draws
-    sampling: str = choice("grid", ("grid", "random"))
+    sampling: Sampling = Sampling.grid
     count: int = bounded(0, ge=0)  # random: number of samples; grid: 0 or exactly the grid size
     ranges: dict[str, list[list[float]]] = field(default_factory=dict)
     grid: dict[str, int] = field(default_factory=dict)  # parameter -> points (sampling=grid)
@@ -69,8 +102,7 @@ class DatagenConfig:
     frame_dt: float = bounded(0.1, gt=0)  # seconds between frames
     substeps: int = bounded(10, ge=1)  # physics steps per frame (0.01 s steps, as the reference)
     resolution: int = bounded(128, ge=1)  # H = W pixels
-    # aa: area coverage (anti-aliased) | paper: the authors' point-sampled soft edge
-    render: str = choice("aa", ("aa", "paper"))
+    render: RenderStyle = RenderStyle.aa
 
     # Storage.
     part_size: int = bounded(5000, ge=1)  # samples per part: the unit of parallel, idempotent work
@@ -78,8 +110,7 @@ class DatagenConfig:
     zstd_level: int = 1  # of the frame column; higher levels gain ~1% on these crops, cost more
 
     # Execution (not saved with the dataset).
-    # all: generate + merge | generate: this worker's parts | merge
-    mode: str = choice("all", ("all", "generate", "merge"))
+    mode: Mode = Mode.all
     workers: int = bounded(0, ge=0)  # n; 0: SLURM_ARRAY_TASK_COUNT, else 1
     worker: int = bounded(
         -1, ge=-1

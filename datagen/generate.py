@@ -28,6 +28,7 @@ from datagen.render import STYLES, Canvas, draw, first_hidden
 from datagen.sampling import SceneSpec, group_specs
 from datagen.scenes import Scene, States, get_scene
 from phyworld import storage
+from phyworld.config import to_dict
 from phyworld.data import shards
 from phyworld.data.codec import encode_frames
 from phyworld.data.schema import to_json
@@ -56,7 +57,7 @@ class Plan:
 def dataset_yaml(cfg: DatagenConfig, name: str) -> str:
     """The config as saved with the dataset: what it holds, not where it is or how it was run
     (so a dataset is byte-identical whatever the worker count and location)."""
-    data = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    data = to_dict(cfg)
     for key in (*RUN_KEYS, "output"):
         data.pop(key, None)
     data["name"] = name

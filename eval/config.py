@@ -2,17 +2,39 @@
 
 `python -m eval CONFIG.yaml checkpoint=PATH key=value ...` builds an `EvalConfig` from these
 defaults, the YAML file and the overrides (see `phyworld.config.load_config`, which checks the
-`choice` and `bounded` fields when the config loads).
+Enum and `bounded` fields when the config loads).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
-from phyworld.config import bounded, choice
+from phyworld.config import bounded
 
-METRICS = ("step", "paper")  # eval.velocity: per-step |v| error | the paper's vel_error
-PARSERS = ("threshold", "alpha")  # eval.parse: the paper's colour mask | sub-pixel, alpha-weighted
+
+class Metric(StrEnum):
+    """The kinematic headline (eval.velocity)."""
+
+    step = "step"  # per-step |v| error
+    paper = "paper"  # the paper's vel_error
+
+
+class Parser(StrEnum):
+    """Pixels -> ball states (eval.parse)."""
+
+    threshold = "threshold"  # the paper's colour mask
+    alpha = "alpha"  # sub-pixel, alpha-weighted
+
+
+class SetKind(StrEnum):
+    kinematic = "kinematic"  # velocity error
+    combinatorial = "combinatorial"  # FVD/SSIM/PSNR/LPIPS/abnormal
+
+
+# the values, for the code that computes every metric with every parser
+METRICS = tuple(m.value for m in Metric)
+PARSERS = tuple(p.value for p in Parser)
 
 
 @dataclass
@@ -26,8 +48,7 @@ class EvalSetConfig:
 
     name: str = "???"  # the label in metrics.jsonl and the report, e.g. "uniform_id"
     path: str = "???"  # local directory or s3://bucket/prefix written by `python -m datagen`
-    # kinematic (velocity error) | combinatorial (FVD/SSIM/PSNR/LPIPS/abnormal)
-    kind: str = choice("kinematic", ("kinematic", "combinatorial"))
+    kind: SetKind = SetKind.kinematic
     max_videos: int = bounded(0, ge=0)  # 0: all videos of the set
 
 
@@ -35,7 +56,7 @@ class EvalSetConfig:
 class ParserConfig:
     """Pixels -> ball states. Both parsers run; `primary` is the one the headline number uses."""
 
-    primary: str = choice("threshold", PARSERS)  # the one the headline number uses
+    primary: Parser = Parser.threshold  # the one the headline number uses
     # colour mask: the named channel > threshold, the others < threshold
     threshold: int = bounded(127, ge=0, le=255)
     # alpha parser: alpha below this counts as background noise
@@ -99,7 +120,7 @@ class EvalConfig:
     seed: int = 0
     floors: bool = True  # also score ground truth (GT floor) and VAE reconstructions (VAE floor)
     # kinematic headline: step (per-step |v| error) | paper (the paper's tables)
-    metric: str = choice("step", METRICS)
+    metric: Metric = Metric.step
     num_side_by_side: int = bounded(4, ge=0)  # videos saved as ground truth | VAE | generated
     parser: ParserConfig = field(default_factory=ParserConfig)
     abnormal: AbnormalConfig = field(default_factory=AbnormalConfig)

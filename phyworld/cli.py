@@ -1,7 +1,7 @@
 """What a user sees of a command: its usage on `--help`, and one line (no traceback) for a mistake.
 
 Every entry point (`python -m datagen`, `training`, `eval`, `training.vae`, `eval.vae`, `training.encode`,
-`training.study`, `eval.report`, `phyworld.quickstart`) ends in `run_cli`. A mistake in what the
+`pipeline.study`, `eval.report`, `pipeline.quickstart`) ends in `run_cli`. A mistake in what the
 user gave (a config value, a path, a dataset, a checkpoint, weights) raises a `UserError`
 subclass whose message names the problem and the fix; `run_cli` prints it as
 `PROG: error: MESSAGE` and exits with status 2. Anything else is a bug and keeps its traceback.

@@ -5,17 +5,22 @@ command line with `load_config(SchemaClass, argv)`. A YAML file may name another
 from with `_base_: relative/path.yaml`, so the per-experiment files stay short.
 
 Errors name the problem and the fix: an unknown key lists the valid keys of its section, a wrong
-type says which key and what was expected, a value outside what a field declares (`choice`:
-one of a few values; `bounded`: a numeric range) names the allowed values. A schema checks what
-depends on several fields in its `__post_init__` (run on every loaded config), raising
-`ConfigError`.
+type says which key and what was expected, a value outside what a field declares names the allowed
+values. A field that takes one of a few values is typed with an `enum.StrEnum` (`IntEnum` for
+numbers), so it holds an Enum member that still compares, formats and JSON-encodes as its value
+(`cfg.vae.kind == "pixel"`, `f"{cfg.model.size}"`); a YAML or `key=value` string is converted
+when the config loads. Saved configs (`to_yaml`, `to_dict`) hold the plain values, so they read
+back the same way. A numeric field declared with `bounded` must lie in its range. A schema
+checks what depends on several fields in its `__post_init__` (run on every loaded config),
+raising `ConfigError`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import operator
-from collections.abc import Iterable
+import typing
+from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,21 +38,12 @@ from phyworld.cli import UserError
 T = TypeVar("T")
 
 BASE_KEY = "_base_"
-CHOICES = "choices"  # field metadata: the values a field may take
 BOUNDS = "bounds"  # field metadata: ((operator symbol, limit), ...) a numeric field must satisfy
 _COMPARE = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 
 
 class ConfigError(UserError, ValueError):
     """A config file or override that cannot be applied; the message says how to fix it."""
-
-
-def choice(default: Any, choices: Iterable[Any]) -> Any:
-    """A dataclass field that must take one of `choices` (checked by `load_config`)."""
-    choices = tuple(choices)
-    if default not in choices:
-        raise ValueError(f"default {default!r} is not one of its choices {choices}")
-    return dataclasses.field(default=default, metadata={CHOICES: choices})
 
 
 def bounded(
@@ -67,20 +63,27 @@ def bounded(
     return dataclasses.field(default=default, metadata={BOUNDS: bounds})
 
 
-def _rule(f: dataclasses.Field) -> str:
+def _choices(schema: type, name: str) -> tuple[Any, ...] | None:
+    """The values field `name` of `schema` may take if it is Enum-typed (else None)."""
+    hint = typing.get_type_hints(schema).get(name)
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return tuple(member.value for member in hint)
+    return None
+
+
+def _rule(schema: type, f: dataclasses.Field) -> str:
     """What a field accepts, in words ("" when anything of its type goes)."""
-    if CHOICES in f.metadata:
-        return "one of " + " | ".join(map(str, f.metadata[CHOICES]))
+    if (choices := _choices(schema, f.name)) is not None:
+        return "one of " + " | ".join(map(str, choices))
     return " and ".join(f"{symbol} {limit:g}" for symbol, limit in f.metadata.get(BOUNDS, ()))
 
 
-def _check_field(f: dataclasses.Field, value: Any, key: str) -> None:
-    """Raise `ConfigError` naming what `key` accepts if `value` is not a declared choice or
-    breaks a declared bound."""
-    if CHOICES in f.metadata and value not in f.metadata[CHOICES]:
-        raise ConfigError(f"bad value for '{key}': {value!r}; set {key} to {_rule(f)}")
+def _check_field(schema: type, f: dataclasses.Field, value: Any, key: str) -> None:
+    """Raise `ConfigError` naming what `key` accepts if `value` breaks a declared bound."""
     if not all(_COMPARE[symbol](value, limit) for symbol, limit in f.metadata.get(BOUNDS, ())):
-        raise ConfigError(f"bad value for '{key}': {value!r}; set {key} to a value {_rule(f)}")
+        raise ConfigError(
+            f"bad value for '{key}': {value!r}; set {key} to a value {_rule(schema, f)}"
+        )
 
 
 def _join(prefix: str, name: str | int) -> str:
@@ -88,8 +91,8 @@ def _join(prefix: str, name: str | int) -> str:
 
 
 def _check_values(node: Any, key: str = "") -> None:
-    """Check every declared `choice` / `bounded` field under `node`, recursing into sections,
-    lists and dicts of sections."""
+    """Check every `bounded` field under `node`, recursing into sections, lists and dicts of
+    sections (Enum fields are checked by omegaconf as values are merged)."""
     if isinstance(node, ListConfig):
         for i, item in enumerate(node):
             _check_values(item, _join(key, i))
@@ -103,8 +106,8 @@ def _check_values(node: Any, key: str = "") -> None:
         return
     for f in dataclasses.fields(schema):
         value = node[f.name]
-        if CHOICES in f.metadata or BOUNDS in f.metadata:
-            _check_field(f, value, _join(key, f.name))
+        if BOUNDS in f.metadata:
+            _check_field(schema, f, value, _join(key, f.name))
         _check_values(value, _join(key, f.name))
 
 
@@ -120,19 +123,22 @@ def describe(schema: type, indent: str = "  ") -> str:
             continue
         shown = yaml.safe_dump(_plain(default), default_flow_style=True, width=1000).strip()
         shown = shown.removesuffix("\n...").strip()
-        rule = _rule(f)
+        rule = _rule(schema, f)
         lines.append(f"{indent}{f.name}: {shown}" + (f"  # {rule}" if rule else ""))
     return "\n".join(lines)
 
 
 def _plain(value: Any) -> Any:
-    """A default as YAML can show it (tuples as lists, dataclass items as dicts)."""
+    """A value as YAML and JSON hold it: Enum members as their values, tuples as lists,
+    dataclass items as dicts."""
+    if isinstance(value, Enum):
+        return value.value
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
+        return _plain(dataclasses.asdict(value))
     return value
 
 
@@ -188,11 +194,47 @@ def _valid_keys(cfg: DictConfig, key: str) -> list[str]:
     return sorted(node.keys()) if isinstance(node, DictConfig) else []
 
 
-def _explain(err: OmegaConfBaseException, cfg: DictConfig, source: str) -> ConfigError:
+def _find(data: Any, name: str, value: Any, prefix: str = "") -> str | None:
+    """The key of the first `name: value` in plain YAML data, or None."""
+    if isinstance(data, dict):
+        if name in data and data[name] == value:
+            return _join(prefix, name)
+        items = data.items()
+    elif isinstance(data, list):
+        items = enumerate(data)
+    else:
+        return None
+    for k, v in items:
+        if (found := _find(v, name, value, _join(prefix, k))) is not None:
+            return found
+    return None
+
+
+def _bad_choice(err: ValidationError, data: Any) -> ConfigError | None:
+    """A value that is not one of an Enum field's, with its full key (omegaconf names only the
+    field when a whole list of sections is replaced: found in `data`, what was merged)."""
+    schema, name = getattr(err, "object_type", None), getattr(err, "key", None)
+    if not (dataclasses.is_dataclass(schema) and isinstance(schema, type) and name is not None):
+        return None
+    choices = _choices(schema, str(name))
+    if choices is None:
+        return None
+    value = getattr(err, "value", None)
+    key = _find(data, str(name), value) or ".".join(_parts(err.full_key or str(name)))
+    rule = " | ".join(map(str, choices))
+    return ConfigError(f"bad value for '{key}': {value!r}; set {key} to one of {rule}")
+
+
+def _explain(
+    err: OmegaConfBaseException, cfg: DictConfig, source: str, data: Any = None
+) -> ConfigError:
+    """The ConfigError for an omegaconf error met merging `data` (from `source`) into `cfg`."""
     key = ".".join(_parts(getattr(err, "full_key", None) or ""))
     if isinstance(err, ConfigKeyError | ConfigAttributeError):
         valid = ", ".join(_valid_keys(cfg, key)) or "(none)"
         return ConfigError(f"{source}: unknown config key '{key}'. Valid keys here: {valid}")
+    if isinstance(err, ValidationError) and (bad := _bad_choice(err, data)) is not None:
+        return bad  # as a bound's message: the key says where, whatever the source
     if isinstance(err, ValidationError):
         return ConfigError(f"{source}: bad value for '{key}': {err.msg}")
     return ConfigError(f"{source}: {err}")
@@ -225,7 +267,8 @@ def _apply_overrides(cfg: DictConfig, overrides: list[str]) -> None:
         try:
             cfg.merge_with_dotlist([override])
         except OmegaConfBaseException as err:
-            raise _explain(err, cfg, "command line") from None
+            data = OmegaConf.to_container(OmegaConf.from_dotlist([override]))
+            raise _explain(err, cfg, "command line", data) from None
 
 
 def _validate(cfg: DictConfig) -> None:
@@ -262,7 +305,7 @@ def load_config(schema: type[T], argv: list[str] | None = None) -> T:
             cfg = OmegaConf.merge(cfg, data)
             _mark_required(cfg, data)
     except OmegaConfBaseException as err:
-        raise _explain(err, cfg, files[0]) from None
+        raise _explain(err, cfg, files[0], data) from None
     _apply_overrides(cfg, overrides)
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
@@ -275,23 +318,26 @@ def load_config(schema: type[T], argv: list[str] | None = None) -> T:
 
 
 def to_yaml(cfg: Any) -> str:
-    """The resolved config as YAML, for saving next to datasets, checkpoints and metrics."""
-    return OmegaConf.to_yaml(cfg, resolve=True)
+    """The resolved config as YAML, for saving next to datasets, checkpoints and metrics (Enum
+    fields as their values)."""
+    return OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg)))
 
 
 def from_yaml(schema: type[T], text: str) -> T:
     """Parse a saved config back into `schema` (strict: unknown keys are errors)."""
     cfg = OmegaConf.structured(schema)
+    data = yaml.safe_load(text) or {}
     try:
-        cfg = OmegaConf.merge(cfg, OmegaConf.create(yaml.safe_load(text) or {}))
+        cfg = OmegaConf.merge(cfg, OmegaConf.create(data))
     except OmegaConfBaseException as err:
-        raise _explain(err, cfg, "saved config") from None
+        raise _explain(err, cfg, "saved config", data) from None
     OmegaConf.set_readonly(cfg, True)
     return cfg  # type: ignore[return-value]
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    """A plain dict of a config (dataclass instance or OmegaConf object)."""
+    """A plain dict of a config (dataclass instance or OmegaConf object), Enum fields as their
+    values: what YAML and JSON hold."""
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
-        return dataclasses.asdict(cfg)
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+        return _plain(cfg)
+    return _plain(OmegaConf.to_container(cfg, resolve=True))

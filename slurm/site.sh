@@ -1,6 +1,6 @@
 # slurm/site.sh -- the one file you edit for your cluster.
 #
-# Sourced at submission (slurm/submit.sh, `python -m training.study`) and at the start of every
+# Sourced at submission (slurm/submit.sh, `python -m pipeline.study`) and at the start of every
 # job (slurm/lib.sh). Each value can also be set in the environment, which wins over this file;
 # an sbatch command-line option wins over both.
 #

@@ -35,14 +35,14 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 # when you document a command a CPU can run.
 QUICK = ["steps=30", "grid_v=8", "grid_r=2", "eval_videos=8", "sample_steps=2"]
 RUN: dict[str, list[str]] = {
-    # README: the quickstart, smaller (tests/quickstart runs it at full size)
-    ".venv/bin/python -m phyworld.quickstart": QUICK,
+    # README: the quickstart, smaller (tests/pipeline/test_quickstart.py runs it at full size)
+    ".venv/bin/python -m pipeline.quickstart": QUICK,
     "python -m training configs/train/quickstart.yaml data.path=quickstart/data/uniform_train "
     "output_dir=runs/tiny_quickstart": ["max_steps=20"],
     # docs/datagen_phyre.md
     "python -m datagen configs/data/phyre_tiny.yaml": [],
     # docs/quickstart.md: the README's quickstart again, which finds every stage done
-    "python -m phyworld.quickstart": QUICK,
+    "python -m pipeline.quickstart": QUICK,
     # docs/training.md
     ".venv/bin/python -m datagen configs/data/uniform_base.yaml output=data/uniform_tiny "
     "sampling=random count=64 frames=8 resolution=32": [],
@@ -184,7 +184,7 @@ def expand(argv: list[str], env: dict[str, str]) -> list[str]:
 def sbatch_gpus(script: str, options: list[str]) -> list[int]:
     """GPU counts a slurm/train_*.sh job may start on: its #SBATCH header, then the command's
     options (`--nodes=2-4`: each count of the range)."""
-    from training.study import _sbatch_values
+    from pipeline.study import _sbatch_values
 
     values = _sbatch_values(REPO / script, options)
     per_node = int(values.get("gpus-per-node", 1))
@@ -220,10 +220,10 @@ def check_config(module: str, args: list[str], gpus: list[int] = (1,)) -> None:
     from eval.report import parse_args
     from eval.vae import VAEEvalConfig
     from phyworld.config import load_config
-    from phyworld.quickstart import QuickstartConfig
+    from pipeline.quickstart import QuickstartConfig
+    from pipeline.study import main
     from training.config import TrainConfig
     from training.encode import EncodeConfig
-    from training.study import main
     from training.vae import VAETrainConfig
 
     schemas = {
@@ -233,11 +233,11 @@ def check_config(module: str, args: list[str], gpus: list[int] = (1,)) -> None:
         "training.vae": VAETrainConfig,
         "eval.vae": VAEEvalConfig,
         "training.encode": EncodeConfig,
-        "phyworld.quickstart": QuickstartConfig,
+        "pipeline.quickstart": QuickstartConfig,
     }
     if module == "eval.report":
         parse_args(args)
-    elif module == "training.study":
+    elif module == "pipeline.study":
         main([*args, "dry_run=true"])  # the plan: every dataset, VAE and run config resolves
     elif module in schemas:
         load_config(schemas[module], args)

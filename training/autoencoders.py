@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -228,8 +229,8 @@ def save_video_vae(vae: VideoVAE, out_dir: Path, shift: float, scale: float, met
     write_bytes(out_dir / VAE_JSON, json.dumps(meta, indent=1).encode())
 
 
-def load_video_vae(path: str | Path) -> tuple[VideoVAE, dict[str, Any]]:
-    """Our VAE and its vae.json from a directory written by `python -m training.vae`."""
+def read_vae_json(path: str | Path) -> dict[str, Any]:
+    """The vae.json (architecture, shift, scale, metrics) of a VAE trained into `path`."""
     root = Path(path)
     if not (root / VAE_JSON).is_file() or not (root / VAE_WEIGHTS).is_file():
         raise AutoencoderError(
@@ -237,9 +238,15 @@ def load_video_vae(path: str | Path) -> tuple[VideoVAE, dict[str, Any]]:
             "one with `python -m training.vae configs/vae/<config>.yaml` and point vae.path at "
             "its output_dir, or use vae.kind=pixel"
         )
-    meta = json.loads((root / VAE_JSON).read_text())
+    return json.loads((root / VAE_JSON).read_text())
+
+
+def load_video_vae(path: str | Path) -> tuple[VideoVAE, dict[str, Any]]:
+    """Our VAE and its vae.json from a directory written by `python -m training.vae`."""
+    meta = read_vae_json(path)
     vae = VideoVAE(VideoVAEConfig(**meta["architecture"]))
-    vae.load_state_dict(torch.load(root / VAE_WEIGHTS, map_location="cpu", weights_only=True))
+    state = torch.load(Path(path) / VAE_WEIGHTS, map_location="cpu", weights_only=True)
+    vae.load_state_dict(state)
     return vae, meta
 
 
@@ -255,7 +262,7 @@ class DiffusersCodec(nn.Module):
         super().__init__()
         self.vae = vae
         self.latent_channels = vae.config.latent_channels
-        self.downsample = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.downsample = diffusers_downsample(vae.config)
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         frames = fold_time(video).to(self.vae.dtype)
@@ -266,20 +273,30 @@ class DiffusersCodec(nn.Module):
         return unfold_time(self.vae.decode(frames).sample, latents.shape[2])
 
 
-def load_diffusers_vae(path: str) -> nn.Module:
-    """AutoencoderKL from a local folder: the VAE's own, or a pipeline folder with `vae/`."""
-    from diffusers import AutoencoderKL
+def diffusers_downsample(config: Mapping[str, Any]) -> int:
+    """An AutoencoderKL's spatial factor, from its config: 2x per down block after the first."""
+    return 2 ** (len(config["block_out_channels"]) - 1)
 
+
+def diffusers_folder(path: str) -> Path:
+    """The AutoencoderKL folder (config.json + weights) of a local VAE or pipeline folder."""
     root = Path(path)
     if not root.is_dir():
         raise AutoencoderError(
             f"vae.path={path!r} is not a directory; point it at a local AutoencoderKL folder "
             "(config.json + weights) or a diffusers pipeline folder with a vae/ subfolder"
         )
-    sub = "vae" if (root / "vae" / "config.json").is_file() else None
-    if sub is None and not (root / "config.json").is_file():
+    folder = root / "vae" if (root / "vae" / "config.json").is_file() else root
+    if not (folder / "config.json").is_file():
         raise AutoencoderError(f"vae.path={path!r} has no config.json (nor vae/config.json)")
-    return AutoencoderKL.from_pretrained(root, subfolder=sub)
+    return folder
+
+
+def load_diffusers_vae(path: str) -> nn.Module:
+    """AutoencoderKL from a local folder: the VAE's own, or a pipeline folder with `vae/`."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL.from_pretrained(diffusers_folder(path))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,6 +342,21 @@ class FrozenAutoencoder(nn.Module):
         """(B, c, T, h, w) -> (B, 3, T, h*f, w*f), clamped to [-1, 1]."""
         z = latents.float() / self.scale + self.shift
         return self._chunked(self.codec.decode, z).float().clamp(-1, 1)
+
+
+def latent_downsample(cfg: VAEConfig) -> int:
+    """The spatial factor f of the autoencoder `cfg` names (latents are H/f x W/f), as
+    `build_autoencoder(cfg).downsample` is, read without loading any weights: pixel: its
+    `downsample`; ours: the architecture in its vae.json; diffusers: its config.json."""
+    if cfg.kind == "pixel":
+        return cfg.downsample
+    if cfg.kind == "ours":
+        return VideoVAEConfig(**read_vae_json(cfg.path)["architecture"]).downsample
+    if cfg.kind == "diffusers":
+        return diffusers_downsample(
+            json.loads((diffusers_folder(cfg.path) / "config.json").read_text())
+        )
+    raise AutoencoderError(f"vae.kind={cfg.kind!r}: use pixel, ours or diffusers")
 
 
 def build_autoencoder(cfg: VAEConfig) -> FrozenAutoencoder:

@@ -1,41 +1,102 @@
 """Every training setting, with its default, in one place.
 
 `python -m training CONFIG.yaml key=value ...` builds a `TrainConfig` from these defaults, the
-YAML file and the overrides (see `phyworld.config.load_config`), which checks each `choice`
-and `bounded` field when the config loads (a wrong value names the allowed ones).
+YAML file and the overrides (see `phyworld.config.load_config`), which checks each Enum and
+`bounded` field when the config loads (a wrong value names the allowed ones).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
 
-from phyworld.config import bounded, choice
+from phyworld.config import bounded
 
-MODEL_SIZES = (
-    "micro",
-    "tiny",
-    "mini",
-    "S",
-    "B",
-    "L",
-    "XL",
-)  # the keys of training.model.DIT_CONFIGS
-PREDICTIONS = ("velocity", "x0")  # what the network outputs (training.diffusion)
-TIMESTEP_SAMPLING = ("logit_normal", "uniform")
+
+class ModelSize(StrEnum):
+    """The keys of training.model.DIT_CONFIGS."""
+
+    micro = "micro"
+    tiny = "tiny"
+    mini = "mini"
+    S = "S"
+    B = "B"
+    L = "L"
+    XL = "XL"
+
+
+class AdaLN(StrEnum):
+    single = "single"
+    per_block = "per_block"
+
+
+class AutoencoderKind(StrEnum):
+    pixel = "pixel"
+    ours = "ours"
+    diffusers = "diffusers"
+
+
+class TimestepSampling(StrEnum):
+    logit_normal = "logit_normal"
+    uniform = "uniform"
+
+
+class Prediction(StrEnum):
+    """What the network outputs (training.diffusion)."""
+
+    velocity = "velocity"
+    x0 = "x0"
+
+
+class DataKind(StrEnum):
+    videos = "videos"
+    latents = "latents"
+
+
+class Schedule(StrEnum):
+    constant = "constant"
+    cosine = "cosine"
+
+
+class ZeroStage(IntEnum):
+    """DeepSpeed ZeRO: what is partitioned over the data-parallel ranks."""
+
+    none = 0
+    optimizer = 1  # optimizer states
+    gradients = 2  # + gradients
+    parameters = 3  # + parameters
+
+
+class Precision(StrEnum):
+    auto = "auto"  # bf16 on GPU, fp32 on CPU
+    bf16 = "bf16"
+    fp32 = "fp32"
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cuda = "cuda"
+    cpu = "cpu"
+
+
+# the values, for code outside the configs that checks or loops over them
+MODEL_SIZES = tuple(m.value for m in ModelSize)
+PREDICTIONS = tuple(p.value for p in Prediction)
+TIMESTEP_SAMPLING = tuple(s.value for s in TimestepSampling)
 
 
 @dataclass
 class ModelConfig:
     """The video DiT. `size` picks depth/hidden/heads from `training.model.DIT_CONFIGS`."""
 
-    size: str = choice("S", MODEL_SIZES)
+    size: ModelSize = ModelSize.S
     patch_t: int = bounded(1, ge=1)  # patch size along time (latent frames)
     patch_hw: int = bounded(2, ge=1)  # patch size along height and width (latent pixels)
     mlp_ratio: float = bounded(4.0, gt=0)
     rope_theta: float = bounded(10000.0, gt=0)
     # single: one timestep-modulation MLP shared by all blocks plus a learned offset per block
     # (PixArt-alpha; matches the paper's parameter counts); per_block: image DiT's adaLN-Zero.
-    adaln: str = choice("single", ("single", "per_block"))
+    adaln: AdaLN = AdaLN.single
     activation_checkpointing: bool = False  # recompute each block in backward to save memory
 
 
@@ -43,7 +104,7 @@ class ModelConfig:
 class VAEConfig:
     """The frozen autoencoder between pixels and latents (never compresses time)."""
 
-    kind: str = choice("pixel", ("pixel", "ours", "diffusers"))
+    kind: AutoencoderKind = AutoencoderKind.pixel
     # ours: the output_dir of `python -m training.vae`; diffusers: a local AutoencoderKL folder
     # (or a diffusers pipeline folder with vae/)
     path: str = ""
@@ -62,9 +123,9 @@ class DiffusionConfig:
 
     cond_frames: int = bounded(3, ge=1)  # c: 3 for kinematics, 1 for combinatorial scenes
     sample_steps: int = bounded(10, ge=1)  # Euler steps used by eval and the logged videos
-    timestep_sampling: str = choice("logit_normal", TIMESTEP_SAMPLING)
+    timestep_sampling: TimestepSampling = TimestepSampling.logit_normal
     # what the network outputs (see training.diffusion)
-    prediction: str = choice("velocity", PREDICTIONS)
+    prediction: Prediction = Prediction.velocity
 
 
 @dataclass
@@ -72,7 +133,7 @@ class DataConfig:
     """Where training samples come from: a datagen dataset (videos) or an encoded one (latents)."""
 
     path: str = "???"  # local directory or s3://bucket/prefix
-    kind: str = choice("videos", ("videos", "latents"))
+    kind: DataKind = DataKind.videos
     frames: int = bounded(
         32, ge=1
     )  # frames per sample used for training (first `frames` of each video)
@@ -103,14 +164,14 @@ class OptimConfig:
     eps: float = bounded(1e-8, gt=0)
     grad_clip: float = bounded(1.0, ge=0)  # 0: no clipping
     warmup_steps: int = bounded(1000, ge=0)
-    schedule: str = choice("constant", ("constant", "cosine"))
+    schedule: Schedule = Schedule.constant
     min_lr_ratio: float = bounded(0.1, ge=0, le=1)  # cosine ends at lr * min_lr_ratio
     ema_decay: float = bounded(0.9999, ge=0, le=1)
 
 
 @dataclass
 class ParallelConfig:
-    zero_stage: int = choice(2, (0, 1, 2, 3))
+    zero_stage: ZeroStage = ZeroStage.gradients
     # Ulysses: GPUs that split one sample's tokens (data parallel = world / this). Must divide the
     # heads, the token count and the GPUs per node; ZeRO stage <= 2. See docs/parallel.md.
     sequence_parallel_size: int = bounded(1, ge=1)
@@ -118,10 +179,10 @@ class ParallelConfig:
     grad_accum_steps: int = bounded(1, ge=1)
     # 0: derived; else checked = micro x accum x data-parallel size
     global_batch_size: int = bounded(0, ge=0)
-    precision: str = choice("auto", ("auto", "bf16", "fp32"))  # auto: bf16 on GPU, fp32 on CPU
+    precision: Precision = Precision.auto
     # auto: CUDA when it works, the CPU (gloo) only when no GPU was requested (CUDA_VISIBLE_DEVICES,
     # SLURM_GPUS*): GPUs asked for but unusable is an error, never a silent CPU run. cpu: on purpose.
-    device: str = choice("auto", ("auto", "cuda", "cpu"))
+    device: Device = Device.auto
     compile: bool = False  # torch.compile each DiT block (CUDA; the first steps compile)
     # a hung collective fails with step and rank named
     collective_timeout_s: int = bounded(600, ge=1)

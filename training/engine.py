@@ -121,7 +121,9 @@ def deepspeed_config(cfg: TrainConfig, dp_size: int) -> dict[str, Any]:
         },
         "bf16": {"enabled": bf16},
         "zero_optimization": {
-            "stage": p.zero_stage,
+            "stage": int(
+                p.zero_stage
+            ),  # a plain int: DeepSpeed pickles its config into the checkpoint
             # Gather the full fp32 weights on save so `weights.pt` needs no offline conversion.
             "stage3_gather_16bit_weights_on_model_save": p.zero_stage == 3,
         },

@@ -64,7 +64,7 @@ def test_every_block_is_valid_shell(lang: str) -> None:
         ),
         ("python -m eval.report out=report", r"expected \[out=DIR\] RUN"),
         ("python -m eval configs/eval/tiny_cpu.yaml sets.0.path=x", None),
-        ("python -m training.study configs/studies/uniform_scaling.yaml", None),
+        ("python -m pipeline.study configs/studies/uniform_scaling.yaml", None),
     ],
 )
 def test_the_check_finds_what_the_docs_got_wrong(text, error, monkeypatch, capsys) -> None:

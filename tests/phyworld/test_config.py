@@ -1,12 +1,15 @@
 """The typed config loader: defaults < YAML (with _base_) < key=value, strict errors."""
 
+import json
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
 
 import pytest
+import yaml
 
-from phyworld.config import ConfigError, from_yaml, load_config, to_yaml
+from phyworld.config import ConfigError, describe, from_yaml, load_config, to_dict, to_yaml
 
 
 @dataclass
@@ -75,6 +78,57 @@ def test_saved_config_round_trips_and_is_read_only():
     assert back == cfg
     with pytest.raises(Exception, match="read-only"):
         back.steps = 8
+
+
+class Colour(StrEnum):
+    red = "red"
+    inherit = ""  # a value that cannot be a name
+
+
+class Stage(IntEnum):
+    off = 0
+    on = 1
+
+
+@dataclass
+class Item:
+    colour: Colour = Colour.red
+
+
+@dataclass
+class Choices:
+    colour: Colour = Colour.red
+    stage: Stage = Stage.on
+    parts: list[Item] = field(default_factory=list)
+
+
+def test_a_choice_is_an_enum_member_that_reads_and_saves_as_its_value():
+    cfg = load_config(Choices, ["colour=''", "stage=0", "parts=[{colour: red}]"])
+    assert cfg.colour is Colour.inherit and cfg.stage is Stage.off
+    assert cfg.colour == "" and f"{cfg.parts[0].colour}/{cfg.stage}" == "red/0"
+    plain = {"colour": "", "stage": 0, "parts": [{"colour": "red"}]}
+    saved = to_dict(cfg)
+    assert saved == plain and type(saved["colour"]) is str and type(saved["stage"]) is int
+    assert json.loads(json.dumps(saved)) == plain
+    assert yaml.safe_load(to_yaml(cfg)) == plain  # checkpoints and datasets keep plain values
+    assert from_yaml(Choices, to_yaml(cfg)) == cfg
+    assert "colour: red  # one of red | " in describe(Choices)  # --help
+
+
+def test_a_value_that_is_no_choice_names_the_valid_ones(tmp_path):
+    with pytest.raises(
+        ConfigError, match=r"bad value for 'colour': 'blue'; set colour to one of red \| $"
+    ):
+        load_config(Choices, ["colour=blue"])
+    with pytest.raises(ConfigError, match=r"'stage': 2; set stage to one of 0 \| 1$"):
+        load_config(Choices, ["stage=2"])
+    # a whole list replaced, on the command line or in YAML: the item is named by its index
+    with pytest.raises(ConfigError, match=r"'parts.1.colour': 'blue'; set parts.1.colour to one"):
+        load_config(Choices, ["parts=[{colour: red}, {colour: blue}]"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("parts: [{colour: red}, {colour: blue}]\n")
+    with pytest.raises(ConfigError, match=r"'parts.1.colour': 'blue'"):
+        load_config(Choices, [str(bad)])
 
 
 def test_streaming_imports_with_the_torchvision_shim():

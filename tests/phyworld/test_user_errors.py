@@ -31,9 +31,9 @@ ENTRY_POINTS = (
     "training.vae",
     "eval.vae",
     "training.encode",
-    "training.study",
+    "pipeline.study",
     "eval.report",
-    "phyworld.quickstart",
+    "pipeline.quickstart",
     "eval.fvd",
 )
 

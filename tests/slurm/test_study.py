@@ -1,4 +1,4 @@
-"""`python -m training.study`: the plan, the dry run, skipping what is done, real submission."""
+"""`python -m pipeline.study`: the plan, the dry run, skipping what is done, real submission."""
 
 from __future__ import annotations
 
@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 
 from phyworld.config import ConfigError, load_config
-from training.study import StudyConfig, main, plan, summary
+from pipeline.study import StudyConfig, main, plan, summary
+from training.autoencoders import VideoVAE, VideoVAEConfig, save_video_vae
 
 REPO = Path(__file__).resolve().parents[2]
 STUDIES = sorted((REPO / "configs" / "studies").glob("*_scaling.yaml"))
 
 
 def dry_run(study: Path, tmp_path: Path, capsys, monkeypatch, *overrides: str) -> str:
-    """`python -m training.study STUDY dry_run=true`, in this process; returns what it prints."""
+    """`python -m pipeline.study STUDY dry_run=true`, in this process; returns what it prints."""
     monkeypatch.setenv("PHYWORLD_DATA_ROOT", f"{tmp_path}/data")
     monkeypatch.setenv("PHYWORLD_RUN_ROOT", f"{tmp_path}/runs")
     capsys.readouterr()
@@ -120,9 +121,9 @@ def test_a_run_on_a_vae_that_nobody_trains_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"grid g: .*vae.kind=ours.*holds no trained VAE.*`vaes`"):
         main([str(study), "dry_run=true", f"data_root={tmp_path}", f"run_root={tmp_path}"])
+    # a trained VAE there: nothing to add to the chain (the estimate reads its architecture)
     trained = tmp_path / "vae"
-    trained.mkdir()
-    (trained / "vae.json").write_text("{}")  # a trained VAE there: nothing to add to the chain
+    save_video_vae(VideoVAE(VideoVAEConfig(channels=8)), trained, shift=0.0, scale=1.0, metrics={})
     main(
         [
             str(study),

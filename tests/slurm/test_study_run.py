@@ -1,4 +1,4 @@
-"""A whole study carried out on the test cluster: `python -m training.study` (the real submitter
+"""A whole study carried out on the test cluster: `python -m pipeline.study` (the real submitter
 and slurm/*.sh scripts) on tests/slurm/tiny_study.yaml runs datasets -> VAE -> training grid ->
 eval watchers -> report; one training job killed mid-way is redone alone on re-submission, and a
 finished study re-submitted submits nothing."""
@@ -17,7 +17,7 @@ import pytest
 from eval.report import figure3_series
 from phyworld.config import load_config
 from phyworld.data.runs import latest_step
-from training.study import StudyConfig, plan
+from pipeline.study import StudyConfig, plan
 
 REPO = Path(__file__).resolve().parents[2]
 STUDY = Path(__file__).resolve().parent / "tiny_study.yaml"
@@ -59,7 +59,7 @@ def test_a_study_runs_to_its_report_and_redoes_only_a_killed_run(
     def study() -> str:
         roots = [f"data_root={tmp_path}/data/tiny", f"run_root={runs}"]
         out = slurm_cluster.run(
-            sys.executable, "-m", "training.study", str(STUDY), *roots, cwd=REPO, timeout=300, **env
+            sys.executable, "-m", "pipeline.study", str(STUDY), *roots, cwd=REPO, timeout=300, **env
         )
         return out
 

@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from phyworld.data.pixels import to_uint8
-from training.autoencoders import AutoencoderError, VideoVAE, VideoVAEConfig, build_autoencoder
+from training.autoencoders import (
+    AutoencoderError,
+    VideoVAE,
+    VideoVAEConfig,
+    build_autoencoder,
+    latent_downsample,
+)
 from training.config import VAEConfig
 from training.vae import VAETrainConfig, psnr, train_vae
 
@@ -88,6 +94,7 @@ def test_our_vae_trains_and_reloads_to_the_same_outputs(tmp_path):
 
     ae = build_autoencoder(VAEConfig(kind="ours", path=str(tmp_path / "vae")))
     assert ae.latent_channels == 4 and ae.downsample == 2
+    assert latent_downsample(VAEConfig(kind="ours", path=str(tmp_path / "vae"))) == 2  # no weights
     x = torch.stack(videos[:2])
     z = ae.encode(x)
     # The saved scale makes held-out latents roughly unit variance.
@@ -133,6 +140,7 @@ def test_diffusers_autoencoder_kl_frame_by_frame(tmp_path, layout):
     kl.save_pretrained(where)
     ae = build_autoencoder(VAEConfig(kind="diffusers", path=str(tmp_path), chunk_frames=4))
     assert ae.latent_channels == 4 and ae.downsample == 2 and ae.scale == 0.5
+    assert latent_downsample(VAEConfig(kind="diffusers", path=str(tmp_path))) == 2  # config only
 
     x = torch.rand(3, 3, 2, 16, 16) * 2 - 1
     z = ae.encode(x)

@@ -13,6 +13,7 @@ from doc_commands import default_config, node_counts
 from harness import launched_shape
 
 from phyworld.config import ConfigError, load_config
+from pipeline.study import _sbatch_values
 from training.config import TrainConfig
 from training.engine import (
     EngineConfigError,
@@ -20,7 +21,6 @@ from training.engine import (
     global_batch_size,
     lr_multiplier,
 )
-from training.study import _sbatch_values
 
 
 def config(*overrides: str) -> TrainConfig:
@@ -84,7 +84,7 @@ def test_bad_zero_stage() -> None:
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_CONFIGS = sorted((REPO / "configs" / "train").glob("*.yaml"))
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-# Launched by code rather than by a documented command: python -m phyworld.quickstart (1 process).
+# Launched by code rather than by a documented command: python -m pipeline.quickstart (1 process).
 LAUNCHED_BY_CODE = {"configs/train/quickstart.yaml": 1}
 
 

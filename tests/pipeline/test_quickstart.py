@@ -1,4 +1,4 @@
-"""The README's main command: `python -m phyworld.quickstart`, the whole pipeline on one CPU."""
+"""The README's main command: `python -m pipeline.quickstart`, the whole pipeline on one CPU."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from phyworld.config import ConfigError
-from phyworld.quickstart import command_line, id_vs_ood, main, velocity_errors
+from pipeline.quickstart import command_line, id_vs_ood, main, velocity_errors
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,7 +54,7 @@ def test_it_reports_the_sub_pixel_parser_beside_the_headline(tmp_path: Path) -> 
 def test_quickstart_runs_end_to_end_and_reports_id_and_ood(tmp_path: Path) -> None:
     out = tmp_path / "qs"
     result = subprocess.run(
-        [sys.executable, "-m", "phyworld.quickstart", f"out={out}"],
+        [sys.executable, "-m", "pipeline.quickstart", f"out={out}"],
         cwd=tmp_path,  # from anywhere, not only the checkout
         capture_output=True,
         text=True,
@@ -100,7 +100,7 @@ def test_quickstart_runs_end_to_end_and_reports_id_and_ood(tmp_path: Path) -> No
 
     # a second run skips the finished datasets, training and evaluation
     again = subprocess.run(
-        [sys.executable, "-m", "phyworld.quickstart", f"out={out}"],
+        [sys.executable, "-m", "pipeline.quickstart", f"out={out}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]

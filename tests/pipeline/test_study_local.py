@@ -1,4 +1,4 @@
-"""`python -m training.study STUDY executor=local`: the same plan, run job by job on this machine."""
+"""`python -m pipeline.study STUDY executor=local`: the same plan, run job by job on this machine."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from phyworld.config import ConfigError, load_config
-from training.study import Job, StudyConfig, StudyJobFailed, main, plan, run_local
+from pipeline.study import Job, StudyConfig, StudyJobFailed, main, plan, run_local
 
 REPO = Path(__file__).resolve().parents[2]
 CPU_MINI = REPO / "configs" / "studies" / "cpu_mini.yaml"
@@ -78,7 +78,7 @@ def test_a_local_dry_run_needs_neither_sbatch_nor_site_sh(
     monkeypatch.setenv("PATH", str(bin_dir))
     monkeypatch.setenv("PHYWORLD_DATA_ROOT", f"{tmp_path}/d")
     monkeypatch.setenv("PHYWORLD_RUN_ROOT", f"{tmp_path}/r")
-    monkeypatch.setattr("training.study.SITE", tmp_path / "no_site.sh")
+    monkeypatch.setattr("pipeline.study.SITE", tmp_path / "no_site.sh")
     main([str(CPU_MINI), "dry_run=true"])
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 6 + 2 * 6 + 1  # datasets, run and eval of each grid point, the report
@@ -205,7 +205,7 @@ def test_a_two_point_study_runs_locally_to_the_report_and_a_rerun_does_nothing(
 STOPPED_STUDY = """
 import sys
 from pathlib import Path
-from training.study import Job, StudyConfig, run_local
+from pipeline.study import Job, StudyConfig, run_local
 job = Job(name="pw-t-data-a", script="", args=[], command=["http.server", "0", "--bind", "127.0.0.1"])
 run_local(StudyConfig(name="t"), [job], Path(sys.argv[1]))
 """

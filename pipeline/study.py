@@ -1,4 +1,4 @@
-"""usage: python -m training.study configs/studies/NAME.yaml [executor=local] [dry_run=true] [key=value ...]
+"""usage: python -m pipeline.study configs/studies/NAME.yaml [executor=local] [dry_run=true] [key=value ...]
 
 Runs a whole scaling study as one chain of jobs, by default submitted to Slurm:
 
@@ -35,22 +35,31 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from phyworld.cli import UserError, run_cli
-from phyworld.config import ConfigError, choice, load_config
+from phyworld.config import ConfigError, load_config
 from phyworld.data.runs import latest_step
 from training.config import TrainConfig
+
+if TYPE_CHECKING:  # an annotation only: training.vae imports torch, loaded when a study has VAEs
+    from training.vae import VAETrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SUBMIT = REPO / "slurm" / "submit.sh"
 SITE = REPO / "slurm" / "site.sh"
-EXECUTORS = ("slurm", "local")  # sbatch chain | one process after another on this machine
 
 
 # ---------------------------------------------------------------------------------------------
 #                                          Config
 # ---------------------------------------------------------------------------------------------
+
+
+class Executor(StrEnum):
+    slurm = "slurm"  # an sbatch chain
+    local = "local"  # one process after another on this machine
 
 
 @dataclass
@@ -111,7 +120,7 @@ class StudyConfig:
     train_sbatch: list[str] = field(default_factory=list)  # extra sbatch options, training jobs
     sbatch: list[str] = field(default_factory=list)  # extra sbatch options, every job
     cost: CostModel = field(default_factory=CostModel)
-    executor: str = choice("slurm", EXECUTORS)
+    executor: Executor = Executor.slurm
     dry_run: bool = False
     hold: bool = False  # submit every job held (release with `scontrol release`)
 
@@ -197,18 +206,22 @@ def _sbatch_values(script: Path, extra: list[str]) -> dict[str, str]:
     return values
 
 
-def train_gpu_hours(cfg: TrainConfig, gpus: int, cost: CostModel) -> float:
-    """GPU-hours of a training run: model FLOPs (`training.metrics.train_flops_per_sample`, as
-    the training logs MFU) over (peak x MFU)."""
+def train_flops(cfg: TrainConfig, downsample: int) -> float:
+    """Model FLOPs of one training sample of `cfg` (`training.metrics.train_flops_per_sample`,
+    as the training logs MFU, at the paper's parameter count of the size) on latents
+    `downsample` times smaller per side than the videos."""
     from training.metrics import train_flops_per_sample
     from training.model import DIT_CONFIGS
 
     size = DIT_CONFIGS[cfg.model.size]
-    down = cfg.vae.downsample if cfg.vae.kind == "pixel" else 8  # our VAE and SD's: 8x
-    side = cfg.data.resolution // down // cfg.model.patch_hw
+    side = cfg.data.resolution // downsample // cfg.model.patch_hw
     tokens = math.ceil(cfg.data.frames / cfg.model.patch_t) * side * side
     params = size.paper_params or 12 * size.depth * size.hidden_size**2
-    flops_per_sample = train_flops_per_sample(params, tokens, size.depth, size.hidden_size)
+    return train_flops_per_sample(params, tokens, size.depth, size.hidden_size)
+
+
+def train_gpu_hours(cfg: TrainConfig, flops_per_sample: float, gpus: int, cost: CostModel) -> float:
+    """GPU-hours of a training run: its model FLOPs over (peak x MFU)."""
     p = cfg.parallel
     batch = (
         p.global_batch_size
@@ -218,161 +231,225 @@ def train_gpu_hours(cfg: TrainConfig, gpus: int, cost: CostModel) -> float:
     return seconds / 3600
 
 
-def plan(study: StudyConfig) -> list[Job]:
-    """Every job of the study in submission order, each marked done or not."""
+@dataclass(frozen=True)
+class Roots:
+    """Where a study's datasets and runs go, and the prefix of its jobs' names."""
+
+    data: str
+    runs: str
+    prefix: str  # pw-NAME
+
+    @classmethod
+    def of(cls, study: StudyConfig) -> Roots:
+        data = _root(study.data_root, "PHYWORLD_DATA_ROOT", study.name)
+        return cls(data, _root(study.run_root, "PHYWORLD_RUN_ROOT", study.name), f"pw-{study.name}")
+
+    def vae_dir(self, key: str) -> str:
+        """The output directory of the study's VAE `key`."""
+        return f"{self.runs}/vae_{key}"
+
+
+def merged(study: StudyConfig, roots: Roots, key: str) -> str:
+    """The job after which dataset `key` is complete (its merge); the key must be defined."""
+    if key not in study.datasets:
+        raise ConfigError(
+            f"dataset {key!r} is used but not defined under `datasets`: {sorted(study.datasets)}"
+        )
+    return f"{roots.prefix}-data-{key}-merge"
+
+
+def dataset_jobs(study: StudyConfig, roots: Roots, key: str) -> list[Job]:
+    """Dataset `key`: slurm/datagen.sh's two steps, a job array of one-core workers writing
+    parts, then the merge that writes index and manifest (PHYWORLD_DATAGEN_MODE, see that
+    script)."""
+    ds = study.datasets[key]
+    root = f"{roots.data}/{key}"
+    args = [ds.config, f"output={root}", *ds.overrides]
+    done = dataset_complete(root)
+    one_core = ["--ntasks=1", "--cpus-per-task=1", "--time=04:00:00", *study.sbatch]
+    workers = Job(
+        name=f"{roots.prefix}-data-{key}",
+        script="slurm/datagen.sh",
+        args=args,
+        sbatch=[f"--array=0-{ds.tasks - 1}", "--requeue", "--open-mode=append", *one_core],
+        env={"PHYWORLD_DATAGEN_MODE": "generate"},
+        command=["datagen", *args, "progress=false"],  # mode=all: generate and merge
+        done=done,
+    )
+    merge = Job(
+        name=merged(study, roots, key),
+        script="slurm/datagen.sh",
+        args=args,
+        after_ok=[workers.name],
+        sbatch=one_core,
+        env={"PHYWORLD_DATAGEN_MODE": "merge"},
+        done=done,  # no command: the local datagen process merged already
+    )
+    return [workers, merge]
+
+
+def vae_args(study: StudyConfig, roots: Roots, key: str) -> list[str]:
+    """The arguments of `python -m training.vae` that train the study's VAE `key`."""
+    spec = study.vaes[key]
+    args = [spec.config, f"data={roots.data}/{spec.data}", f"output_dir={roots.vae_dir(key)}"]
+    args += [f"eval_data={roots.data}/{spec.eval_data}"] if spec.eval_data else []
+    return [*args, *spec.overrides]
+
+
+def vae_config(study: StudyConfig, roots: Roots, key: str) -> VAETrainConfig:
+    """The VAETrainConfig the study trains its VAE `key` with (a bad one fails here)."""
     from training.vae import VAETrainConfig
 
-    data_root = _root(study.data_root, "PHYWORLD_DATA_ROOT", study.name)
-    run_root = _root(study.run_root, "PHYWORLD_RUN_ROOT", study.name)
-    prefix = f"pw-{study.name}"
-    jobs: list[Job] = []
+    return load_config(VAETrainConfig, vae_args(study, roots, key))
 
-    def vae_dir(key: str) -> str:
-        return f"{run_root}/vae_{key}"
 
-    def data_job(key: str) -> str:
-        if key not in study.datasets:
-            raise ConfigError(
-                f"dataset {key!r} is used but not defined under `datasets`: {sorted(study.datasets)}"
-            )
-        return f"{prefix}-data-{key}-merge"
-
-    # A dataset: slurm/datagen.sh's two steps, a job array of one-core workers writing parts,
-    # then the merge that writes index and manifest (PHYWORLD_DATAGEN_MODE, see that script).
-    for key, ds in study.datasets.items():
-        root = f"{data_root}/{key}"
-        args = [ds.config, f"output={root}", *ds.overrides]
-        done = dataset_complete(root)
-        one_core = ["--ntasks=1", "--cpus-per-task=1", "--time=04:00:00", *study.sbatch]
-        jobs.append(
-            Job(
-                name=f"{prefix}-data-{key}",
-                script="slurm/datagen.sh",
-                args=args,
-                sbatch=[f"--array=0-{ds.tasks - 1}", "--requeue", "--open-mode=append", *one_core],
-                env={"PHYWORLD_DATAGEN_MODE": "generate"},
-                command=["datagen", *args, "progress=false"],  # mode=all: generate and merge
-                done=done,
-            )
-        )
-        jobs.append(
-            Job(
-                name=f"{prefix}-data-{key}-merge",
-                script="slurm/datagen.sh",
-                args=args,
-                after_ok=[f"{prefix}-data-{key}"],
-                sbatch=one_core,
-                env={"PHYWORLD_DATAGEN_MODE": "merge"},
-                done=done,  # no command: the local datagen process merged already
-            )
-        )
-
-    # Our VAEs: one GPU each, after their datasets; the runs of the grids that use one wait for it.
-    for key, spec in study.vaes.items():
-        args = [spec.config, f"data={data_root}/{spec.data}", f"output_dir={vae_dir(key)}"]
-        args += [f"eval_data={data_root}/{spec.eval_data}"] if spec.eval_data else []
-        load_config(VAETrainConfig, [*args, *spec.overrides])  # a bad VAE config fails here
-        jobs.append(
-            Job(
-                name=f"{prefix}-vae-{key}",
-                script="slurm/vae.sh",
-                args=[*args, *spec.overrides],
-                command=["training.vae", *args, *spec.overrides],
-                after_ok=[data_job(k) for k in (spec.data, spec.eval_data) if k],
-                sbatch=list(study.sbatch),
-                done=vae_trained(vae_dir(key)),
-            )
-        )
-
-    watched: list[str] = []
-    for grid in study.grids:
-        if grid.vae and grid.vae not in study.vaes:
-            raise ConfigError(
-                f"grid {grid.name}: vae={grid.vae!r} is not defined under `vaes`: {sorted(study.vaes)}"
-            )
-        use_vae = ["vae.kind=ours", f"vae.path={vae_dir(grid.vae)}"] if grid.vae else []
-        vae_job = [f"{prefix}-vae-{grid.vae}"] if grid.vae else []
-        eval_sets = [
-            {"name": s, "path": f"{data_root}/{s}", "kind": grid.eval_kind} for s in grid.eval_sets
-        ]
-        for size in grid.models:
-            script = f"slurm/train_{size.lower()}.sh"
-            if study.executor == "slurm" and not (REPO / script).is_file():
-                raise ConfigError(f"grid {grid.name}: no {script} for model size {size!r}")
-            for train_set in grid.train_sets:
-                run = f"dit_{size.lower()}_{train_set}"
-                run_dir = f"{run_root}/{run}"
-                args = [
-                    grid.train_config,
-                    f"data.path={data_root}/{train_set}",
-                    f"output_dir={run_dir}",
-                    *use_vae,
-                    *grid.overrides,
-                ]
-                cfg = load_config(TrainConfig, [args[0], f"model.size={size}", *args[1:]])
-                if cfg.vae.kind == "ours" and not grid.vae and not vae_trained(cfg.vae.path):
-                    raise ConfigError(
-                        f"grid {grid.name}: its runs train on our VAE's latents (vae.kind=ours) "
-                        f"but vae.path={cfg.vae.path} holds no trained VAE; name one of the "
-                        "study's `vaes` in the grid's `vae` (trained first, in the chain) or "
-                        "train it first with `python -m training.vae`"
-                    )
-                header = (
-                    _sbatch_values(REPO / script, [*study.train_sbatch, *study.sbatch])
-                    if (REPO / script).is_file()
-                    else {}
-                )
-                gpus = int(header.get("nodes", 1)) * int(header.get("gpus-per-node", 1))
-                train = Job(
-                    name=f"{prefix}-train-{run}",
-                    script=script,
-                    args=args,
-                    command=["training", args[0], f"model.size={size}", *args[1:]],
-                    after_ok=[data_job(train_set), *vae_job],
-                    sbatch=[*study.train_sbatch, *study.sbatch],
-                    done=latest_step(run_dir) >= cfg.max_steps,
-                    run_dir=run_dir,
-                    gpus=max(gpus, 1),
-                    gpu_hours=train_gpu_hours(cfg, max(gpus, 1), study.cost),
-                )
-                jobs.append(train)
-                watched.append(train.name)
-                eval_config = grid.eval_config or study.eval_config
-                if eval_config and eval_sets:
-                    scored = [eval_config, f"checkpoint={run_dir}", f"sets={json.dumps(eval_sets)}"]
-                    jobs.append(
-                        Job(
-                            name=f"{prefix}-eval-{run}",
-                            script="slurm/eval.sh",
-                            args=[*scored[:2], "watch=true", scored[2], *study.eval_overrides],
-                            # after training: the newest (final) checkpoint, scored once
-                            command=["eval", *scored, *study.eval_overrides, "watch=false"],
-                            after_ok=[data_job(s) for s in grid.eval_sets],
-                            after_start=[train.name],
-                            sbatch=list(study.sbatch),
-                            done=train.done
-                            and (Path(run_dir) / "eval" / "metrics.jsonl").is_file(),
-                        )
-                    )
-                    watched.append(jobs[-1].name)
-    runs = [
-        f"{run_root}/dit_{m.lower()}_{t}"
-        for g in study.grids
-        for m in g.models
-        for t in g.train_sets
-    ]
-    jobs.append(
-        Job(
-            name=f"{prefix}-report",
-            script="slurm/report.sh",
-            args=[f"out={run_root}/report", *runs],
-            command=["eval.report", f"out={run_root}/report", *runs],
-            after_ok=watched,
-            sbatch=list(study.sbatch),
-            done=all(j.done for j in jobs) and Path(f"{run_root}/report").is_dir(),
-        )
+def vae_job(study: StudyConfig, roots: Roots, key: str) -> Job:
+    """Our VAE `key`: one GPU, after its datasets; the runs of the grids that name it wait for
+    it."""
+    spec = study.vaes[key]
+    args = vae_args(study, roots, key)
+    vae_config(study, roots, key)  # a bad VAE config fails here
+    return Job(
+        name=f"{roots.prefix}-vae-{key}",
+        script="slurm/vae.sh",
+        args=args,
+        command=["training.vae", *args],
+        after_ok=[merged(study, roots, k) for k in (spec.data, spec.eval_data) if k],
+        sbatch=list(study.sbatch),
+        done=vae_trained(roots.vae_dir(key)),
     )
+
+
+def grid_jobs(study: StudyConfig, roots: Roots, grid: GridSpec) -> list[Job]:
+    """A grid's training runs (every model size x every training set), each followed by its
+    eval."""
+    if grid.vae and grid.vae not in study.vaes:
+        raise ConfigError(
+            f"grid {grid.name}: vae={grid.vae!r} is not defined under `vaes`: {sorted(study.vaes)}"
+        )
+    jobs = []
+    for size in grid.models:
+        script = f"slurm/train_{size.lower()}.sh"
+        if study.executor == "slurm" and not (REPO / script).is_file():
+            raise ConfigError(f"grid {grid.name}: no {script} for model size {size!r}")
+        for train_set in grid.train_sets:
+            train = train_job(study, roots, grid, size, train_set)
+            jobs += [train, *eval_jobs(study, roots, grid, train)]
     return jobs
+
+
+def train_job(study: StudyConfig, roots: Roots, grid: GridSpec, size: str, train_set: str) -> Job:
+    """The run dit_{size}_{train_set} of a grid, after its training set (and the grid's VAE)."""
+    run_dir = f"{roots.runs}/dit_{size.lower()}_{train_set}"
+    use_vae = ["vae.kind=ours", f"vae.path={roots.vae_dir(grid.vae)}"] if grid.vae else []
+    args = [
+        grid.train_config,
+        f"data.path={roots.data}/{train_set}",
+        f"output_dir={run_dir}",
+        *use_vae,
+        *grid.overrides,
+    ]
+    cfg = load_config(TrainConfig, [args[0], f"model.size={size}", *args[1:]])
+    if cfg.vae.kind == "ours" and not grid.vae and not vae_trained(cfg.vae.path):
+        raise ConfigError(
+            f"grid {grid.name}: its runs train on our VAE's latents (vae.kind=ours) "
+            f"but vae.path={cfg.vae.path} holds no trained VAE; name one of the "
+            "study's `vaes` in the grid's `vae` (trained first, in the chain) or "
+            "train it first with `python -m training.vae`"
+        )
+    script = f"slurm/train_{size.lower()}.sh"
+    sbatch = [*study.train_sbatch, *study.sbatch]
+    gpus = train_gpus(script, sbatch)
+    down = latent_factor(study, roots, grid, cfg)
+    vae = [f"{roots.prefix}-vae-{grid.vae}"] if grid.vae else []  # the grid's VAE, trained first
+    return Job(
+        name=f"{roots.prefix}-train-{run_name(run_dir)}",
+        script=script,
+        args=args,
+        command=["training", args[0], f"model.size={size}", *args[1:]],
+        after_ok=[merged(study, roots, train_set), *vae],
+        sbatch=sbatch,
+        done=latest_step(run_dir) >= cfg.max_steps,
+        run_dir=run_dir,
+        gpus=gpus,
+        gpu_hours=train_gpu_hours(cfg, train_flops(cfg, down), gpus, study.cost),
+    )
+
+
+def latent_factor(study: StudyConfig, roots: Roots, grid: GridSpec, cfg: TrainConfig) -> int:
+    """How many times smaller per side than its videos a run's latents are: its autoencoder's
+    factor (`training.autoencoders.latent_downsample`), or for the grid's VAE, which the study
+    trains first, the factor of the architecture its config trains."""
+    from training.autoencoders import latent_downsample
+
+    if grid.vae:
+        return vae_config(study, roots, grid.vae).model.downsample
+    return latent_downsample(cfg.vae)
+
+
+def run_name(run_dir: str) -> str:
+    """A run is named for its directory: dit_{size}_{train_set}."""
+    return run_dir.rsplit("/", 1)[-1]
+
+
+def train_gpus(script: str, sbatch: list[str]) -> int:
+    """GPUs a training job asks for: its script's #SBATCH header with `sbatch` applied (1 for a
+    model size without a script, which only the local executor runs)."""
+    if not (REPO / script).is_file():
+        return 1
+    header = _sbatch_values(REPO / script, sbatch)
+    return max(int(header.get("nodes", 1)) * int(header.get("gpus-per-node", 1)), 1)
+
+
+def eval_jobs(study: StudyConfig, roots: Roots, grid: GridSpec, train: Job) -> list[Job]:
+    """A run's eval, if the grid has eval sets and an eval config (its own or the study's): on
+    Slurm a watcher that starts beside training and scores each checkpoint; locally, after
+    training, the final checkpoint scored once."""
+    eval_config = grid.eval_config or study.eval_config
+    if not (eval_config and grid.eval_sets):
+        return []
+    sets = [
+        {"name": s, "path": f"{roots.data}/{s}", "kind": grid.eval_kind} for s in grid.eval_sets
+    ]
+    scored = [eval_config, f"checkpoint={train.run_dir}", f"sets={json.dumps(sets)}"]
+    watcher = Job(
+        name=f"{roots.prefix}-eval-{run_name(train.run_dir)}",
+        script="slurm/eval.sh",
+        args=[*scored[:2], "watch=true", scored[2], *study.eval_overrides],
+        command=["eval", *scored, *study.eval_overrides, "watch=false"],
+        after_ok=[merged(study, roots, s) for s in grid.eval_sets],
+        after_start=[train.name],
+        sbatch=list(study.sbatch),
+        done=train.done and (Path(train.run_dir) / "eval" / "metrics.jsonl").is_file(),
+    )
+    return [watcher]
+
+
+def report_job(study: StudyConfig, roots: Roots, runs: list[Job], ready: bool) -> Job:
+    """The table and the figure over every training run, after the runs and their evals
+    (`runs`); done when everything before it is (`ready`) and the report exists."""
+    out = f"out={roots.runs}/report"
+    run_dirs = [j.run_dir for j in runs if j.run_dir]
+    return Job(
+        name=f"{roots.prefix}-report",
+        script="slurm/report.sh",
+        args=[out, *run_dirs],
+        command=["eval.report", out, *run_dirs],
+        after_ok=[j.name for j in runs],
+        sbatch=list(study.sbatch),
+        done=ready and Path(f"{roots.runs}/report").is_dir(),
+    )
+
+
+def plan(study: StudyConfig) -> list[Job]:
+    """Every job of the study in submission order, each marked done or not: the datasets, our
+    VAEs, each grid's training runs with their evals, and the report."""
+    roots = Roots.of(study)
+    jobs = [job for key in study.datasets for job in dataset_jobs(study, roots, key)]
+    jobs += [vae_job(study, roots, key) for key in study.vaes]
+    runs = [job for grid in study.grids for job in grid_jobs(study, roots, grid)]
+    report = report_job(study, roots, runs, ready=all(j.done for j in [*jobs, *runs]))
+    return [*jobs, *runs, report]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -525,16 +602,15 @@ def main(argv: list[str]) -> None:
     study = load_config(StudyConfig, argv)
     jobs = plan(study)
     if study.executor == "local":
-        run_root = _root(study.run_root, "PHYWORLD_RUN_ROOT", study.name)
         if study.dry_run:
             for job in (j for j in jobs if j.command and not j.done):
                 print(shlex.join(["python", "-m", *job.command]))
             return
-        run_local(study, jobs, Path(run_root) / "logs")
+        run_local(study, jobs, Path(Roots.of(study).runs) / "logs")
         return
     submit(study, jobs)
     print(summary(jobs, study.cost))
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli("training.study", main, __doc__, StudyConfig))
+    sys.exit(run_cli("pipeline.study", main, __doc__, StudyConfig))

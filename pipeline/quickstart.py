@@ -1,4 +1,4 @@
-"""usage: python -m phyworld.quickstart [out=DIR] [key=value ...]
+"""usage: python -m pipeline.quickstart [out=DIR] [key=value ...]
 
 The whole pipeline on one CPU.
 
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from phyworld.cli import run_cli
-from phyworld.config import bounded, choice, load_config
-from training.config import MODEL_SIZES
+from phyworld.config import bounded, load_config
+from training.config import ModelSize
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = Path("eval") / "metrics.jsonl"  # under the run, written by `python -m eval`
@@ -45,7 +45,7 @@ class QuickstartConfig:
     grid_v: int = bounded(32, ge=1)  # training set: grid_v velocities x grid_r radii
     grid_r: int = bounded(8, ge=1)
     eval_videos: int = bounded(32, ge=1)  # per eval set
-    model_size: str = choice("tiny", MODEL_SIZES)  # S is ~100x slower per step on a CPU
+    model_size: ModelSize = ModelSize.tiny  # S is ~100x slower per step on a CPU
     steps: int = bounded(1200, ge=1)  # training steps (about 100 s on 2 idle cores)
     lr: float = bounded(2e-3, gt=0)
     sample_steps: int = bounded(10, ge=1)  # Euler steps when generating for eval
@@ -222,4 +222,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli("phyworld.quickstart", main, __doc__, QuickstartConfig))
+    sys.exit(run_cli("pipeline.quickstart", main, __doc__, QuickstartConfig))
