@@ -36,10 +36,10 @@ def test_it_reports_the_sub_pixel_parser_beside_the_headline(tmp_path: Path) -> 
     (run / "eval").mkdir(parents=True)
     rows = [
         {"step": 1200, "set": "uniform_eval_id", "vel_error": 1.24, "vel_error_gt": 0.38,
-         "vel_error.alpha.model": 1.1, "vel_error.alpha.gt": 0.01},
+         "vel_error_paper.alpha.model": 1.1, "vel_error_paper.alpha.gt": 0.01},
         {"step": 1200, "set": "uniform_eval_v_out", "vel_error": 3.1, "vel_error_gt": 0.4,
-         "vel_error.alpha.model": 3.3, "vel_error.alpha.gt": 0.02},
-        {"step": 600, "set": "uniform_eval_id", "vel_error.alpha.model": 9.0},  # older: not used
+         "vel_error_paper.alpha.model": 3.3, "vel_error_paper.alpha.gt": 0.02},
+        {"step": 600, "set": "uniform_eval_id", "vel_error_paper.alpha.model": 9.0},  # older: not used
     ]  # fmt: skip
     (run / "eval" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     alpha = velocity_errors(run, "alpha")
@@ -89,7 +89,7 @@ def test_quickstart_runs_end_to_end_and_reports_id_and_ood(tmp_path: Path) -> No
     assert (float(found[1]), float(found[2])) == (round(id_err, 3), round(ood_err, 3))
     alpha = re.search(r"sub-pixel \(alpha\) parser: ID ([\d.]+) vs OOD ([\d.]+)", log)
     assert alpha, log[-2000:]  # beside the headline, the lowest-floor parser's numbers
-    by_set = {r["set"]: r["vel_error.alpha.model"] for r in rows}
+    by_set = {r["set"]: r["vel_error_paper.alpha.model"] for r in rows}
     assert (float(alpha[1]), float(alpha[2])) == (
         round(by_set["uniform_eval_id"], 3),
         round(by_set["uniform_eval_v_out"], 3),

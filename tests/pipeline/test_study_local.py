@@ -61,6 +61,16 @@ def test_each_job_maps_to_its_python_module(tmp_path: Path) -> None:
     ]
     report = jobs["pw-cpu_mini-report"].command
     assert report[:2] == ["eval.report", f"out={runs}/report"] and len(report) == 2 + 6
+    # steps grow with the data: one grid per training set
+    steps = {
+        t: next(a for a in jobs[f"pw-cpu_mini-train-dit_tiny_{t}"].command if "max_steps" in a)
+        for t in ("uniform_2x4", "uniform_8x4", "uniform_32x8")
+    }
+    assert steps == {
+        "uniform_2x4": "max_steps=1200",
+        "uniform_8x4": "max_steps=2400",
+        "uniform_32x8": "max_steps=4800",
+    }
 
 
 def test_the_local_executor_needs_no_slurm_script_for_its_model_sizes(tmp_path: Path) -> None:
@@ -96,11 +106,12 @@ def _finish(study: StudyConfig, tmp_path: Path) -> None:
     for run in (
         tmp_path / "runs" / f"dit_{m}_{t}"
         for m in ("tiny", "mini")
-        for t in study.grids[0].train_sets
+        for grid in study.grids
+        for t in grid.train_sets
     ):
-        step = run / "checkpoints" / "step_00000800"
+        step = run / "checkpoints" / "step_00004800"  # every grid's max_steps
         step.mkdir(parents=True)
-        (step / "meta.json").write_text(json.dumps({"step": 800}))
+        (step / "meta.json").write_text(json.dumps({"step": 4800}))
         (run / "checkpoints" / "latest").write_text(step.name)
         (run / "eval").mkdir()
         (run / "eval" / "metrics.jsonl").write_text("{}\n")
@@ -114,8 +125,8 @@ def test_a_finished_study_runs_nothing(tmp_path: Path, capsys) -> None:
     assert all(j.done for j in jobs)
     run_local(study, jobs, tmp_path / "logs")
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "[study 1/19] data uniform_4x2: done, skipped"
-    assert "[study 7/19] train dit_tiny_uniform_4x2: done, skipped" in out
+    assert out[0] == "[study 1/19] data uniform_2x4: done, skipped"
+    assert "[study 7/19] train dit_tiny_uniform_2x4: done, skipped" in out
     assert sum("done, skipped" in line for line in out) == 19
     assert not (tmp_path / "logs").exists()  # nothing was started
 
