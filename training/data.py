@@ -351,13 +351,15 @@ REGISTRATION_LOCK = (
 
 @contextlib.contextmanager
 def streaming_registration() -> Iterator[None]:
-    """Hold the node's streaming registration lock (on local rank 0; other ranks pass through).
+    """Hold the node's streaming registration lock (on streaming's local leader; other ranks pass
+    through).
 
     Streaming finds the first free shared-memory prefix, then creates it, with nothing between:
     two jobs whose loaders start together on one node pick the same prefix, and the later dies
     with FileExistsError. Local leaders take turns instead; their job's other ranks wait at
-    streaming's own barriers, so they must not take the lock."""
-    if int(os.environ.get("LOCAL_RANK", "0")) != 0:
+    streaming's own barriers, so they must not take the lock. The leader is streaming's own
+    (RANK modulo LOCAL_WORLD_SIZE), the process that registers."""
+    if not World.detect().is_local_leader:
         yield
         return
     # read-only: flock needs no write access, so a lock file another user made works too
@@ -373,15 +375,15 @@ def clean_stale_shared_memory_of(local: str) -> None:
     """Unlink the streaming shared memory that an earlier, killed process left registered for the
     local directory `local` (streaming refuses a directory another dataset still holds, so a
     requeued run on the same node would not start), and nothing else: streaming's own clean-up
-    unlinks every dataset's, including those of jobs still running on the node. Local rank 0
-    cleans; every rank waits for it."""
+    unlinks every dataset's, including those of jobs still running on the node. Streaming's local
+    leader cleans; every rank waits for it."""
     import _posixshmem
 
     from streaming.base.constant import LOCALS, SHM_TO_CLEAN
     from streaming.base.shared import SharedMemory
     from streaming.base.shared.prefix import _each_prefix_int, _get_path, _unpack_locals
 
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+    if World.detect().is_local_leader:
         ours = os.path.abspath(local)
         for prefix in _each_prefix_int():  # registered prefixes are dense, as streaming scans them
             try:

@@ -278,3 +278,34 @@ print("one batch", flush=True)
         out, err = job.communicate(timeout=120)
         assert job.returncode == 0, err[-2000:]
         assert "one batch" in out
+
+
+def test_only_streamings_local_leader_takes_the_registration_lock(monkeypatch) -> None:
+    """The other ranks of a job wait at streaming's barriers while their leader holds the lock:
+    if they took it too, the node's jobs would deadlock. The leader is streaming's (RANK modulo
+    LOCAL_WORLD_SIZE), whatever LOCAL_RANK says."""
+    import fcntl
+    import threading
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    held = os.open(data.REGISTRATION_LOCK, os.O_RDONLY | os.O_CREAT, 0o666)
+    fcntl.flock(held, fcntl.LOCK_EX)  # another job's leader registering
+    try:
+        monkeypatch.setenv("RANK", "3")  # second process of its node
+        with data.streaming_registration():
+            pass  # did not wait for the lock
+        monkeypatch.setenv("RANK", "2")  # first process of its node: waits its turn
+        entered = threading.Event()
+
+        def register() -> None:
+            with data.streaming_registration():
+                entered.set()
+
+        waiter = threading.Thread(target=register)
+        waiter.start()
+        assert not entered.wait(1.0)
+    finally:
+        os.close(held)
+    assert entered.wait(10.0)  # its turn came when the other leader was done
+    waiter.join()
