@@ -182,23 +182,34 @@ def test_streams_from_s3(s3_url: str, tmp_path: Path) -> None:
     assert any((tmp_path / "cache").rglob("shard.*"))  # really downloaded
 
 
+# A process that builds a loader (argv: dataset, run dir, workers, and optionally a file to wait
+# for before it starts), takes one batch and exits.
+ONE_BATCH = """
+import os, sys, time
+import phyworld
+from phyworld.config import load_config
+from training.config import DataConfig
+from training.data import build_dataloader
+path, run, workers, *go = sys.argv[1:]
+cfg = load_config(DataConfig, [f"path={path}", "frames=8", "resolution=32", f"num_workers={workers}"])
+while go and not os.path.exists(go[0]):
+    time.sleep(0.01)
+loader = iter(build_dataloader(cfg, 2, 1, run))
+next(loader)
+print("one batch", flush=True)
+"""
+
+
 def test_a_process_that_leaves_its_loader_mid_epoch_exits(tiny_dataset: Path, tmp_path) -> None:
     """Loader workers ignore SIGTERM (preemption is the trainer's), so multiprocessing's exit
     handler, which terminates them with it and then joins them, used to wait forever for a
     process that stopped reading mid-epoch (a run at max_steps, a test taking one batch)."""
-    script = f"""
-import phyworld
-from training.config import DataConfig
-from phyworld.config import load_config
-from training.data import build_dataloader
-cfg = load_config(DataConfig, ["path={tiny_dataset}", "frames=8", "resolution=32", "num_workers=2"])
-loader = iter(build_dataloader(cfg, 2, 1, "{tmp_path / "run"}"))
-next(loader)
-print("one batch", flush=True)
-"""
     try:
         done = subprocess.run(
-            [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+            [sys.executable, "-c", ONE_BATCH, str(tiny_dataset), str(tmp_path / "run"), "2"],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
     except subprocess.TimeoutExpired:
         pytest.fail("the process did not exit after taking one batch (loader workers left)")
@@ -246,26 +257,21 @@ def test_loaders_starting_together_on_one_node_each_register(tiny_dataset: Path,
     # so each loader scans a while before it registers (the window the jobs collided in)
     for prefix in range(30000):
         (node_tmp / _get_path(prefix, BARRIER_FILELOCK).lstrip("/")).touch()
-    script = f"""
-import os, sys, time
-import phyworld
-from training.config import DataConfig
-from phyworld.config import load_config
-from training.data import build_dataloader
-cfg = load_config(DataConfig, [f"path={{sys.argv[1]}}", "frames=8", "resolution=32"])
-while not os.path.exists("{go}"):
-    time.sleep(0.01)
-loader = iter(build_dataloader(cfg, 2, 1, sys.argv[2]))
-next(loader)
-print("one batch", flush=True)
-"""
     jobs = []
     for i in range(4):
         root = tmp_path / f"data{i}"  # a dataset of its own: streaming refuses a shared one
         shutil.copytree(tiny_dataset, root)
         jobs.append(
             subprocess.Popen(
-                [sys.executable, "-c", script, str(root), str(tmp_path / f"run{i}")],
+                [
+                    sys.executable,
+                    "-c",
+                    ONE_BATCH,
+                    str(root),
+                    str(tmp_path / f"run{i}"),
+                    "2",  # DataConfig's default workers
+                    str(go),
+                ],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
